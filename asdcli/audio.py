@@ -1,0 +1,73 @@
+"""Reading clips: WAV via soundfile, multi-channel mix-down, resampling.
+
+Multi-channel files are mixed down by averaging the channels (the DCASE data is mono; averaging
+keeps the level of a signal present on all channels). Files at another rate are resampled with
+torchaudio's band-limited sinc interpolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+class AudioError(Exception):
+    """A clip that cannot be used; the message says why (the caller names the file)."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded clip. ``samples``: float32 (time,), mono, at ``sample_rate``."""
+
+    samples: np.ndarray
+    sample_rate: int
+    orig_sample_rate: int
+    channels: int
+
+
+def read_audio(path: Path, sample_rate: int, min_samples: int = 1) -> Clip:
+    """Read ``path`` as mono float32 at ``sample_rate``.
+
+    Raises
+    ------
+    AudioError
+        Empty, undecodable or truncated files; NaN/Inf samples; clips shorter than ``min_samples``
+        after resampling.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AudioError(f"cannot be opened ({exc.strerror or exc})") from None
+    if size == 0:
+        raise AudioError("is empty (0 bytes)")
+    try:
+        data, orig_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).split(":")[-1].strip() or type(exc).__name__
+        raise AudioError(f"is not a readable audio file ({reason})") from None
+    if data.shape[0] == 0:
+        raise AudioError("holds no samples (truncated or empty audio data)")
+    if not np.isfinite(data).all():
+        raise AudioError("contains NaN or Inf samples")
+    channels = data.shape[1]
+    mono = data.mean(axis=1) if channels > 1 else data[:, 0]
+    if orig_sr != sample_rate:
+        mono = resample(mono, orig_sr, sample_rate)
+    if mono.shape[0] < min_samples:
+        raise AudioError(
+            f"is {mono.shape[0] / sample_rate:.3f} s long, shorter than one analysis window "
+            f"({min_samples} samples = {min_samples / sample_rate:.3f} s)"
+        )
+    return Clip(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, int(orig_sr), channels)
+
+
+def resample(samples: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """(time,) at ``orig_sr`` -> (time * new_sr / orig_sr,) at ``new_sr``, float32."""
+    import torch
+    import torchaudio.functional as AF
+
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(samples)), orig_sr, new_sr)
+    return out.numpy().astype(np.float32, copy=False)

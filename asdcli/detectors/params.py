@@ -1,0 +1,114 @@
+"""Hyper-parameters of the detectors and of the training loop, as pydantic models.
+
+This module must stay free of torch and scikit-learn imports: the settings model embeds these
+sections, and ``asd --help`` must answer instantly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainParams(_Section):
+    """Shared by every neural detector: the loop, not the model."""
+
+    epochs: int = Field(
+        30, ge=0, description="Maximum training epochs (early stopping may end sooner)."
+    )
+    batch_size: int = Field(
+        64,
+        ge=1,
+        description="Mini-batch size in training windows (crops, patches, sequences); "
+        "dcase-ae uses its own batch_size in vectors.",
+    )
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    val_split: float = Field(0.1, ge=0, lt=1, description="Fraction of training clips held out.")
+    patience: int = Field(
+        5, ge=1, description="Epochs without val-loss improvement before stopping."
+    )
+    seed: int = Field(0, ge=0, description="Seeds Python, NumPy and torch.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto picks CUDA if present."
+    )
+    threshold_percentile: float = Field(
+        0.9, gt=0, lt=1, description="Gamma-fit percentile of training scores used as threshold."
+    )
+
+
+class FCAEParams(_Section):
+    """Fully connected autoencoder on a flattened, fixed-length crop of the log-mel clip."""
+
+    frames: int = Field(64, ge=1, description="Frames per crop; clips are scored over all crops.")
+    hop: int | None = Field(None, ge=1, description="Frames between crops; null = frames // 2.")
+    hidden: list[int] = Field(default_factory=lambda: [2048, 1024], description="Encoder widths.")
+    bottleneck: int = Field(512, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+
+class ConvAEParams(_Section):
+    """Convolutional autoencoder on 1 x n_mels x T patches."""
+
+    channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128])
+    bottleneck: int = Field(512, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    frames: int = Field(64, ge=16, description="Patch length in frames; clips are windowed.")
+    hop: int | None = Field(None, ge=1, description="Frames between patches; null = frames // 2.")
+
+
+class LSTMAEParams(_Section):
+    """LSTM autoencoder over T steps x n_mels."""
+
+    hidden: int = Field(256, ge=1)
+    layers: int = Field(2, ge=1)
+    bottleneck: int = Field(128, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    frames: int = Field(64, ge=2, description="Sequence length in frames; clips are windowed.")
+    hop: int | None = Field(None, ge=1, description="Frames between windows; null = frames // 2.")
+
+
+class LOFParams(_Section):
+    """scikit-learn LocalOutlierFactor(novelty=True) on pooled clip statistics."""
+
+    n_neighbors: int = Field(20, ge=1)
+    metric: str = "minkowski"
+
+
+class IForestParams(_Section):
+    """scikit-learn IsolationForest on pooled clip statistics."""
+
+    n_estimators: int = Field(200, ge=1)
+    max_samples: int | Literal["auto"] = "auto"
+    contamination: float | Literal["auto"] = "auto"
+
+
+class DCASEAEParams(_Section):
+    """The DCASE 2023 Task 2 baseline autoencoder."""
+
+    context: int = Field(5, ge=1, description="Frames concatenated into one input vector.")
+    hidden: int = Field(128, ge=1)
+    bottleneck: int = Field(8, ge=1)
+    score: Literal["mse", "mahalanobis"] = "mse"
+    batch_size: int = Field(256, ge=1, description="Vectors per batch (the baseline's 256).")
+    ridge: float = Field(
+        0.0,
+        ge=0,
+        description="Mahalanobis only: added to the covariance diagonal, relative to its mean "
+        "variance, before the pseudo-inverse; 0 is the baseline.",
+    )
+
+
+class DetectorParams(_Section):
+    """One section per detector; keys use underscores (``conv_ae``) where names use dashes."""
+
+    fc_ae: FCAEParams = Field(default_factory=FCAEParams)
+    conv_ae: ConvAEParams = Field(default_factory=ConvAEParams)
+    lstm_ae: LSTMAEParams = Field(default_factory=LSTMAEParams)
+    lof: LOFParams = Field(default_factory=LOFParams)
+    iforest: IForestParams = Field(default_factory=IForestParams)
+    dcase_ae: DCASEAEParams = Field(default_factory=DCASEAEParams)

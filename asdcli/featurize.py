@@ -1,0 +1,265 @@
+"""Featurize: find WAV files, compute log-mels for the ones not cached, write them to the store.
+
+Accepted inputs: a machine folder (``data/bearing`` with ``train/`` and ``test/``), a folder of
+machine folders (``data``, or DCASE's ``dev_data``), single WAV files, or any mix of these.
+Folder conventions and names are interpreted by :mod:`asdcli.naming`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asdcli.audio import AudioError, read_audio
+from asdcli.errors import DataError
+from asdcli.features import logmel, min_samples
+from asdcli.naming import parse_path
+from asdcli.settings import FeatureSettings
+from asdcli.store import ClipRecord, StoreWriter
+
+log = logging.getLogger(__name__)
+
+# Files per task sent to a worker: large enough to batch the STFT, small enough to balance.
+TASK_FILES = 16
+
+
+@dataclass
+class MachineCounts:
+    clips: int = 0
+    new: int = 0
+    cached: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class FeaturizeSummary:
+    """What one featurize call did."""
+
+    store: Path
+    key: str
+    machines: dict[str, MachineCounts] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    resampled: dict[int, int] = field(default_factory=dict)  # original rate -> files
+    multichannel: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def new(self) -> int:
+        return sum(m.new for m in self.machines.values())
+
+    @property
+    def cached(self) -> int:
+        return sum(m.cached for m in self.machines.values())
+
+
+def discover(paths: Sequence[Path]) -> list[Path]:
+    """Every ``.wav`` file under ``paths`` (files or folders), absolute, sorted, unique.
+
+    Raises
+    ------
+    DataError
+        A path that does not exist, or no WAV file at all.
+    """
+    found: set[Path] = set()
+    for p in paths:
+        if not p.exists():
+            raise DataError(f"{p} does not exist.")
+        if p.is_file():
+            if p.suffix.lower() != ".wav":
+                raise DataError(f"{p} is not a .wav file.")
+            found.add(p.resolve())
+            continue
+        found.update(
+            q.resolve() for q in p.rglob("*") if q.suffix.lower() == ".wav" and q.is_file()
+        )
+    if not found:
+        shown = ", ".join(str(p) for p in paths)
+        raise DataError(
+            f"No .wav files found under {shown}. Expected <machine>/train/*.wav and "
+            "<machine>/test/*.wav (or run `asd synth data` for a synthetic set)."
+        )
+    return sorted(found)
+
+
+def layout_warnings(files: Sequence[Path]) -> list[str]:
+    """Notes on the folder layout that do not stop featurize (e.g. a machine without test/)."""
+    splits: dict[str, set[str]] = {}
+    for f in files:
+        info = parse_path(f)
+        splits.setdefault(info.machine, set()).add(info.split)
+    notes = []
+    for machine, seen in sorted(splits.items()):
+        if "train" in seen and "test" not in seen:
+            notes.append(f"{machine}: train/ but no test/ clips; it can be trained, not evaluated.")
+        if "test" in seen and "train" not in seen:
+            notes.append(f"{machine}: test/ but no train/ clips; it can be scored, not trained.")
+    return notes
+
+
+# --------------------------------------------------------------------------- computing
+
+
+def _compute(
+    files: Sequence[str], settings_json: str
+) -> list[tuple[str, dict[str, Any] | None, np.ndarray | str]]:
+    """Worker task: read and featurize ``files``; (path, audio facts, features or error)."""
+    fs = FeatureSettings.model_validate_json(settings_json)
+    decoded: list[tuple[str, dict[str, Any], np.ndarray]] = []
+    out: list[tuple[str, dict[str, Any] | None, np.ndarray | str]] = []
+    for f in files:
+        try:
+            clip = read_audio(Path(f), fs.sample_rate, min_samples(fs))
+        except AudioError as exc:
+            out.append((f, None, str(exc)))
+            continue
+        facts = {
+            "sample_rate": clip.orig_sample_rate,
+            "channels": clip.channels,
+            "duration": clip.samples.shape[0] / fs.sample_rate,
+        }
+        decoded.append((f, facts, clip.samples))
+    # One batched STFT per group of equal-length clips (the common case in DCASE data).
+    by_len: dict[int, list[int]] = {}
+    for i, (_, _, samples) in enumerate(decoded):
+        by_len.setdefault(samples.shape[0], []).append(i)
+    for idx in by_len.values():
+        batch = np.stack([decoded[i][2] for i in idx])
+        feats = logmel(batch, fs)
+        for j, i in enumerate(idx):
+            out.append((decoded[i][0], decoded[i][1], feats[j]))
+    return out
+
+
+def _init_worker() -> None:
+    import signal
+
+    import torch
+
+    # Ctrl-C is the parent's to handle: it commits finished clips and stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def _results(
+    todo: list[str], settings_json: str, workers: int
+) -> Iterator[tuple[str, dict[str, Any] | None, np.ndarray | str]]:
+    tasks = [todo[i : i + TASK_FILES] for i in range(0, len(todo), TASK_FILES)]
+    if workers <= 1 or len(tasks) <= 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for t in tasks:
+                yield from _compute(t, settings_json)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    # forkserver: workers must not inherit a parent that may hold torch threads or h5py handles.
+    ctx = get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+        try:
+            for batch in pool.map(_compute, tasks, [settings_json] * len(tasks)):
+                yield from batch
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def featurize(
+    paths: Sequence[Path],
+    features: FeatureSettings,
+    store: Path,
+    *,
+    workers: int = 1,
+    force: bool = False,
+    strict: bool = False,
+    batch_clips: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> FeaturizeSummary:
+    """Featurize every WAV under ``paths`` into ``store``; cached clips are not recomputed.
+
+    Parameters
+    ----------
+    workers : processes computing features (0 = one per core); only this process writes HDF5.
+    force : recompute clips that are already cached.
+    strict : an unreadable file stops featurize (DataError) instead of being skipped.
+    batch_clips : clips per journal batch (see :mod:`asdcli.store`).
+    progress : called as ``progress(done, total)`` after each clip.
+
+    A KeyboardInterrupt commits the clips finished so far, sets ``interrupted`` and returns.
+    """
+    t0 = time.perf_counter()
+    files = discover(paths)
+    key = features.key()
+    summary = FeaturizeSummary(store=store, key=key, warnings=layout_warnings(files))
+    if workers == 0:
+        workers = os.cpu_count() or 1
+    settings_json = features.model_dump_json()
+    infos = {str(f): parse_path(f) for f in files}
+
+    with StoreWriter(store, key, features.model_dump(mode="json"), batch_clips) as writer:
+        known = {} if force else writer.known()
+        todo: list[str] = []
+        stats: dict[str, os.stat_result] = {}
+        for f in files:
+            path = str(f)
+            st = f.stat()
+            stats[path] = st
+            counts = summary.machines.setdefault(infos[path].machine, MachineCounts())
+            if known.get(path) == (st.st_size, st.st_mtime_ns):
+                counts.clips += 1
+                counts.cached += 1
+            else:
+                todo.append(path)
+        done = len(files) - len(todo)
+        if progress:
+            progress(done, len(files))
+        results = _results(todo, settings_json, workers)
+        try:
+            for path, facts, result in results:
+                counts = summary.machines[infos[path].machine]
+                if isinstance(result, str):
+                    if strict:
+                        raise DataError(f"{path} {result} (--strict stops at unreadable files).")
+                    summary.skipped.append((path, result))
+                    counts.skipped += 1
+                else:
+                    assert facts is not None
+                    st = stats[path]
+                    rec = ClipRecord(
+                        **infos[path].to_dict(),
+                        path=path,
+                        size=st.st_size,
+                        mtime_ns=st.st_mtime_ns,
+                        n_frames=int(result.shape[1]),
+                        **facts,
+                    )
+                    writer.add(rec, result)
+                    counts.clips += 1
+                    counts.new += 1
+                    if facts["sample_rate"] != features.sample_rate:
+                        rate = facts["sample_rate"]
+                        summary.resampled[rate] = summary.resampled.get(rate, 0) + 1
+                    if facts["channels"] > 1:
+                        summary.multichannel += 1
+                done += 1
+                if progress:
+                    progress(done, len(files))
+        except KeyboardInterrupt:
+            summary.interrupted = True  # the writer commits what is finished on exit
+        finally:
+            results.close()  # stops the worker pool now, not when garbage-collected
+    summary.seconds = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,488 @@
+"""The feature store: the one module that knows HDF5.
+
+Layout of ``features.h5`` (layout version 1), readable with plain h5py::
+
+    /                              attrs: format="asdcli-features", layout_version=1
+    /features/<key>/               one feature set; <key> hashes its feature settings
+        attrs: settings (JSON of the feature settings), n_mels
+        frames                     float32 (total_frames, n_mels): every clip's log-mel, transposed,
+                                   clips one after another; chunked and compressed
+        clips/<column>             1-D, one row per clip: path, name, machine, section, domain,
+                                   split, label, pattern, attributes (JSON), index, offset,
+                                   n_frames, duration, sample_rate (of the file), channels,
+                                   size, mtime_ns
+
+Clip ``i``'s features are ``frames[offset[i] : offset[i] + n_frames[i]].T`` (n_mels, frames).
+
+Safety. The live file is never modified in place: a writer appends finished clips to a journal
+folder (``features.h5.journal/``, each batch written whole and renamed into place), and commits
+by writing a new file beside the store and renaming it over the old one. A writer killed at any
+moment therefore leaves the old store intact and its finished batches in the journal; the next
+writer merges them first. One writer at a time holds ``features.h5.lock`` (an advisory lock the
+OS drops when the process dies); a second one fails at once with a clear message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from asdcli.errors import StoreError
+from asdcli.naming import ClipInfo
+
+FORMAT = "asdcli-features"
+LAYOUT_VERSION = 1
+# Frames per HDF5 chunk: 1024 x 128 mels x 4 B = 512 KiB, a few clips of 10 s.
+CHUNK_FRAMES = 1024
+COMPRESSION = "lzf"
+JOURNAL_BATCH_CLIPS = 256
+JOURNAL_BATCH_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ClipRecord(ClipInfo):
+    """A stored clip: what its name says (:class:`ClipInfo`) plus where it came from."""
+
+    path: str = ""
+    duration: float = 0.0
+    sample_rate: int = 0
+    channels: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    n_frames: int = 0
+    offset: int = 0
+
+    @property
+    def info(self) -> ClipInfo:
+        return ClipInfo(**{f.name: getattr(self, f.name) for f in fields(ClipInfo)})
+
+
+_STR = ("path", "name", "machine", "section", "domain", "split", "label", "pattern", "attributes")
+_INT = ("index", "offset", "n_frames", "sample_rate", "channels", "size", "mtime_ns")
+_FLOAT = ("duration",)
+COLUMNS = _STR + _INT + _FLOAT
+
+
+def _record_row(rec: ClipRecord) -> dict[str, Any]:
+    row = asdict(rec)
+    row["attributes"] = json.dumps(rec.attributes, sort_keys=True)
+    return row
+
+
+def _row_record(row: dict[str, Any]) -> ClipRecord:
+    row = dict(row)
+    row["attributes"] = json.loads(row["attributes"] or "{}")
+    return ClipRecord(**row)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open(path: Path) -> h5py.File:
+    """Open for reading, turning every way a file can be wrong into a StoreError."""
+    if not path.exists():
+        raise StoreError(f"Feature store {path} does not exist; run `asd featurize DATA` first.")
+    if path.is_dir():
+        raise StoreError(f"Feature store {path} is a folder; give the path of an .h5 file.")
+    try:
+        is_h5 = h5py.is_hdf5(str(path))
+    except OSError:
+        is_h5 = False
+    if not is_h5:
+        raise StoreError(
+            f"{path} is not an HDF5 feature store (not HDF5, or truncated). "
+            "Move it away or choose another file with --store."
+        )
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise StoreError(
+            f"{path} cannot be opened as HDF5 ({exc}); it may be truncated. "
+            "Move it away or choose another file with --store."
+        ) from None
+    fmt = f.attrs.get("format")
+    version = f.attrs.get("layout_version")
+    if fmt != FORMAT:
+        f.close()
+        raise StoreError(
+            f"{path} is an HDF5 file but not an asd feature store; choose another --store."
+        )
+    if version != LAYOUT_VERSION:
+        f.close()
+        raise StoreError(
+            f"{path} was written with store layout version {version}; this asd reads version "
+            f"{LAYOUT_VERSION}. Featurize again into a new --store."
+        )
+    return f
+
+
+def _read_table(group: h5py.Group) -> list[ClipRecord]:
+    cols = {}
+    for name in COLUMNS:
+        data = group[name][()]
+        if name in _STR:
+            data = [s.decode() if isinstance(s, bytes) else str(s) for s in data]
+        else:
+            data = data.tolist()
+        cols[name] = data
+    n = len(cols["path"])
+    return [_row_record({c: cols[c][i] for c in COLUMNS}) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class FeatureSetInfo:
+    key: str
+    settings: dict[str, Any]
+    n_clips: int
+    machines: dict[str, int]
+
+
+class FeatureStore:
+    """Read access to a store. Each call opens the file briefly (safe across processes)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        with _open(self.path):
+            pass
+        pending = _journal_batches(self.path)
+        if pending:
+            warnings.warn(
+                f"{self.path} has {len(pending)} batch(es) of clips from an interrupted "
+                "featurize that are not merged yet; run `asd featurize` again to finish.",
+                stacklevel=2,
+            )
+
+    def feature_sets(self) -> list[FeatureSetInfo]:
+        out = []
+        with _open(self.path) as f:
+            for key, grp in f.get("features", {}).items():
+                machines = grp["clips/machine"][()]
+                names, counts = np.unique([m.decode() for m in machines], return_counts=True)
+                out.append(
+                    FeatureSetInfo(
+                        key=key,
+                        settings=json.loads(grp.attrs["settings"]),
+                        n_clips=len(machines),
+                        machines=dict(zip(names.tolist(), counts.tolist(), strict=True)),
+                    )
+                )
+        return out
+
+    def has(self, key: str) -> bool:
+        with _open(self.path) as f:
+            return f"features/{key}" in f
+
+    def clips(self, key: str) -> list[ClipRecord]:
+        """Every clip of feature set ``key``, in storage order."""
+        with _open(self.path) as f:
+            if f"features/{key}" not in f:
+                return []
+            return _read_table(f[f"features/{key}/clips"])
+
+    def load(self, key: str, records: Sequence[ClipRecord]) -> list[np.ndarray]:
+        """Features of ``records`` (from :meth:`clips`): a list of float32 (n_mels, frames)."""
+        out: list[np.ndarray] = []
+        with _open(self.path) as f:
+            frames = f[f"features/{key}/frames"]
+            for start, stop, group in _runs(records):
+                block = frames[start:stop]
+                for rec in group:
+                    lo = rec.offset - start
+                    out.append(np.ascontiguousarray(block[lo : lo + rec.n_frames].T))
+        return out
+
+    def select(
+        self,
+        key: str,
+        machine: str | None = None,
+        split: str | None = None,
+    ) -> list[ClipRecord]:
+        """Clips of one machine and/or split, in storage order."""
+        return [
+            r
+            for r in self.clips(key)
+            if (machine is None or r.machine == machine) and (split is None or r.split == split)
+        ]
+
+
+def _runs(
+    records: Sequence[ClipRecord], max_frames: int = 16 * CHUNK_FRAMES
+) -> Iterator[tuple[int, int, list[ClipRecord]]]:
+    """Group records into contiguous frame ranges so reads are few and sequential."""
+    group: list[ClipRecord] = []
+    start = stop = 0
+    for rec in records:
+        end = rec.offset + rec.n_frames
+        if group and rec.offset == stop and end - start <= max_frames:
+            group.append(rec)
+            stop = end
+            continue
+        if group:
+            yield start, stop, group
+        group, start, stop = [rec], rec.offset, end
+    if group:
+        yield start, stop, group
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _journal_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".journal")
+
+
+def _journal_batches(path: Path) -> list[Path]:
+    d = _journal_dir(path)
+    return sorted(d.glob("*.npz")) if d.is_dir() else []
+
+
+class StoreLocked(StoreError):
+    pass
+
+
+class StoreWriter:
+    """Adds clips of one feature set to a store; use as a context manager.
+
+    ``add`` buffers clips and writes them to the journal in batches; leaving the ``with`` block
+    (normally, or by an exception such as KeyboardInterrupt) commits everything written so far.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        key: str,
+        settings: dict[str, Any],
+        batch_clips: int = JOURNAL_BATCH_CLIPS,
+    ):
+        self.path = Path(path)
+        self.batch_clips = batch_clips
+        self.key = key
+        self.settings_json = json.dumps(settings, sort_keys=True)
+        self.n_mels = int(settings["n_mels"])
+        self._lock_fd: int | None = None
+        self._pending: list[tuple[ClipRecord, np.ndarray]] = []
+        self._last_flush = time.monotonic()
+        self._seq = 0
+        self.committed = 0
+
+    # -- lock and lifecycle
+    def __enter__(self) -> StoreWriter:
+        if self.path.exists():
+            with _open(self.path):  # refuse to touch anything that is not a valid store
+                pass
+        elif not self.path.parent.exists():
+            raise StoreError(f"Folder {self.path.parent} for the store does not exist.")
+        self._lock()
+        try:
+            self._cleanup_temp()
+            if _journal_batches(self.path):
+                self._merge()
+        except BaseException:
+            self._unlock()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.flush()
+            self._merge()
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreLocked(
+                f"Another asd process (pid {holder}) is writing {self.path}. "
+                "Wait for it to finish, or use another --store."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _cleanup_temp(self) -> None:
+        # Left by a writer killed while committing; never the live store.
+        for tmp in self.path.parent.glob(self.path.name + ".tmp-*"):
+            tmp.unlink(missing_ok=True)
+        jdir = _journal_dir(self.path)
+        if jdir.is_dir():
+            for tmp in jdir.glob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+    # -- what is there already
+    def known(self) -> dict[str, tuple[int, int]]:
+        """path -> (size, mtime_ns) of every clip of this feature set already stored."""
+        known: dict[str, tuple[int, int]] = {}
+        if self.path.exists():
+            with _open(self.path) as f:
+                grp = f.get(f"features/{self.key}/clips")
+                if grp is not None:
+                    paths = [p.decode() for p in grp["path"][()]]
+                    sizes, mtimes = grp["size"][()], grp["mtime_ns"][()]
+                    known = {
+                        p: (int(s), int(m)) for p, s, m in zip(paths, sizes, mtimes, strict=True)
+                    }
+        return known
+
+    # -- adding
+    def add(self, record: ClipRecord, features: np.ndarray) -> None:
+        """Queue one clip; ``features`` is float32 (n_mels, frames)."""
+        if features.ndim != 2 or features.shape[0] != self.n_mels:
+            raise ValueError(f"expected ({self.n_mels}, frames) features, got {features.shape}")
+        self._pending.append((record, features))
+        full = len(self._pending) >= self.batch_clips
+        if full or time.monotonic() - self._last_flush > JOURNAL_BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write queued clips to the journal as one whole batch."""
+        if not self._pending:
+            return
+        jdir = _journal_dir(self.path)
+        jdir.mkdir(exist_ok=True)
+        records = [_record_row(r) for r, _ in self._pending]
+        frames = np.concatenate([f.T for _, f in self._pending]).astype(np.float32, copy=False)
+        meta = {"key": self.key, "settings": self.settings_json, "records": records}
+        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.npz"
+        tmp = jdir / (name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, frames=frames, meta=np.array(json.dumps(meta)))
+        os.replace(tmp, jdir / name)
+        self._seq += 1
+        self._pending = []
+        self._last_flush = time.monotonic()
+
+    # -- committing
+    def _merge(self) -> None:
+        """Fold every journal batch into a new store file and rename it over the old one."""
+        batches = _journal_batches(self.path)
+        if not batches:
+            return
+        by_key: dict[str, list[tuple[dict[str, Any], np.lib.npyio.NpzFile]]] = {}
+        loaded = []
+        for b in batches:
+            npz = np.load(b, allow_pickle=False)
+            meta = json.loads(str(npz["meta"]))
+            loaded.append(npz)
+            by_key.setdefault(meta["key"], []).append((meta, npz))
+
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        old = _open(self.path) if self.path.exists() else None
+        try:
+            with h5py.File(tmp, "w") as new:
+                new.attrs["format"] = FORMAT
+                new.attrs["layout_version"] = LAYOUT_VERSION
+                root = new.create_group("features")
+                old_keys = set(old["features"]) if old is not None else set()
+                for key in sorted(old_keys - set(by_key)):
+                    old.copy(old[f"features/{key}"], root, name=key)  # type: ignore[index]
+                for key, items in by_key.items():
+                    old_grp = old[f"features/{key}"] if key in old_keys else None  # type: ignore[index]
+                    _write_feature_set(root, key, old_grp, items)
+                new.flush()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            if old is not None:
+                old.close()
+            for npz in loaded:
+                npz.close()
+        os.replace(tmp, self.path)
+        for b in batches:
+            b.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            _journal_dir(self.path).rmdir()
+
+
+def _write_feature_set(
+    root: h5py.Group,
+    key: str,
+    old: h5py.Group | None,
+    batches: list[tuple[dict[str, Any], Any]],
+) -> None:
+    """Old clips not superseded by a journal clip of the same path, then the journal's clips."""
+    settings_json = batches[0][0]["settings"]
+    n_mels = int(json.loads(settings_json)["n_mels"])
+    newest: dict[str, tuple[int, int]] = {}  # path -> (batch, row) of its latest version
+    for b, (meta, _) in enumerate(batches):
+        for i, row in enumerate(meta["records"]):
+            newest[row["path"]] = (b, i)
+
+    grp = root.create_group(key)
+    grp.attrs["settings"] = settings_json
+    grp.attrs["n_mels"] = n_mels
+    frames = grp.create_dataset(
+        "frames",
+        shape=(0, n_mels),
+        maxshape=(None, n_mels),
+        dtype=np.float32,
+        chunks=(CHUNK_FRAMES, n_mels),
+        compression=COMPRESSION,
+        shuffle=True,
+    )
+    rows: list[dict[str, Any]] = []
+
+    def append(block: np.ndarray, recs: list[dict[str, Any]], first: int) -> None:
+        base = frames.shape[0]
+        frames.resize(base + block.shape[0], axis=0)
+        frames[base:] = block
+        for r in recs:
+            r = dict(r)
+            r["offset"] = base + (r["offset"] - first)
+            rows.append(r)
+
+    if old is not None:
+        kept = [r for r in _read_table(old["clips"]) if r.path not in newest]
+        for start, stop, group in _runs(kept):
+            append(old["frames"][start:stop], [_record_row(r) for r in group], start)
+    for b, (meta, npz) in enumerate(batches):
+        data = npz["frames"]
+        offset = 0
+        recs = []
+        for i, row in enumerate(meta["records"]):
+            row = dict(row, offset=offset)
+            offset += row["n_frames"]
+            if newest[row["path"]] == (b, i):
+                recs.append(row)
+        if len(recs) == len(meta["records"]):
+            append(data, recs, 0)
+        else:  # a later batch re-did some clips: copy only the latest versions
+            for r in recs:
+                append(data[r["offset"] : r["offset"] + r["n_frames"]], [r], r["offset"])
+
+    table = grp.create_group("clips")
+    for name in COLUMNS:
+        values = [r[name] for r in rows]
+        if name in _STR:
+            table.create_dataset(
+                name, data=np.array(values, dtype=object), dtype=h5py.string_dtype()
+            )
+        elif name in _INT:
+            table.create_dataset(name, data=np.array(values, dtype=np.int64))
+        else:
+            table.create_dataset(name, data=np.array(values, dtype=np.float64))

@@ -1,0 +1,82 @@
+"""The CLI surface: help, exit codes, messages without tracebacks."""
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from asdcli.cli import app
+
+runner = CliRunner()
+
+
+def run(*args, env=None):
+    return runner.invoke(app, list(args), env=env)
+
+
+def test_help_lists_every_command():
+    r = run("--help")
+    assert r.exit_code == 0
+    for cmd in ("synth", "featurize", "train", "score", "evaluate", "report", "demo", "config"):
+        assert cmd in r.output
+
+
+def test_help_does_not_import_torch_or_h5py():
+    code = (
+        "import sys; from asdcli.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'h5py' not in sys.modules, 'heavy import'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_featurize_then_cached(dataset, tmp_path):
+    store = tmp_path / "f.h5"
+    r = run("featurize", str(dataset), "--store", str(store))
+    assert r.exit_code == 0, r.output
+    assert "20 computed" in r.output
+    r = run("featurize", str(dataset), "--store", str(store))
+    assert "All 20 clips were cached" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, env, needle",
+    [
+        (["featurize", "nope"], None, "nope does not exist"),
+        (["featurize", "."], None, "No .wav files"),
+        (["featurize", "."], {"ASD_FEATURES__HOP_LENGTH": "4096"}, "larger than n_fft"),
+        (["featurize", "."], {"ASD_TRAIN__EPOCHS": "-3"}, "train.epochs"),
+        (["--config", "missing.yaml", "config"], None, "missing.yaml does not exist"),
+    ],
+)
+def test_user_errors_exit_2_with_one_message_and_no_traceback(args, env, needle):
+    r = run(*args, env=env)
+    assert r.exit_code == 2
+    assert needle in r.output
+    assert "Traceback" not in r.output
+
+
+def test_store_that_is_not_hdf5_is_refused_untouched(dataset, tmp_path):
+    store = tmp_path / "f.h5"
+    store.write_text("precious notes")
+    r = run("featurize", str(dataset), "--store", str(store))
+    assert r.exit_code == 2 and "not an HDF5 feature store" in r.output
+    assert store.read_text() == "precious notes"
+
+
+def test_config_shows_where_values_came_from(tmp_path):
+    (tmp_path / "my.yaml").write_text("train:\n  epochs: 3\n")
+    r = run("--config", "my.yaml", "config", "--changed", env={"ASD_FEATURES__N_MELS": "64"})
+    assert r.exit_code == 0
+    assert "train.epochs" in r.output and "my.yaml" in r.output
+    assert "ASD_FEATURES__N_MELS" in r.output
+    assert "paths.runs" not in r.output  # --changed hides defaults
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run(
+        [sys.executable, "-m", "asdcli", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "featurize" in done.stdout

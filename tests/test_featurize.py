@@ -1,0 +1,164 @@
+"""featurize end to end on tiny WAV folders: discovery, caching, bad files, crash safety."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import make_dataset, write_clip
+
+from asdcli.errors import DataError
+from asdcli.featurize import featurize
+from asdcli.settings import FeatureSettings
+from asdcli.store import FeatureStore
+
+FS = FeatureSettings(n_mels=32)
+
+
+def stored(path, fs=FS):
+    store = FeatureStore(path)
+    clips = store.clips(fs.key())
+    return {c.path: (c, x) for c, x in zip(clips, store.load(fs.key(), clips), strict=True)}
+
+
+def test_machine_folder_and_folder_of_machines(dataset, tmp_path):
+    s = featurize([dataset / "bearing"], FS, tmp_path / "f.h5")
+    assert set(s.machines) == {"bearing"} and s.new == 10
+    s = featurize([dataset], FS, tmp_path / "f.h5")
+    assert s.machines["bearing"].cached == 10 and s.machines["fan"].new == 10
+    clips = stored(tmp_path / "f.h5")
+    c, x = next(v for k, v in clips.items() if "fan/test" in k and "target_test_anomaly" in k)
+    assert (c.machine, c.split, c.domain, c.label, c.section) == (
+        "fan",
+        "test",
+        "target",
+        "anomaly",
+        "00",
+    )
+    assert x.shape == (32, 1 + 16000 // 512) and x.dtype == np.float32
+    assert c.duration == pytest.approx(1.0) and c.sample_rate == 16000
+
+
+def test_second_run_computes_nothing_and_changes_are_recomputed(dataset, tmp_path):
+    store = tmp_path / "f.h5"
+    featurize([dataset], FS, store)
+    again = featurize([dataset], FS, store)
+    assert again.new == 0 and again.cached == 20
+    clip = sorted((dataset / "fan" / "train").glob("*.wav"))[0]
+    before = stored(store)[str(clip)][1]
+    write_clip(clip, seed=99)
+    os.utime(clip, ns=(time.time_ns(), time.time_ns() + 10**9))
+    changed = featurize([dataset], FS, store)
+    assert changed.new == 1 and changed.cached == 19
+    assert not np.array_equal(stored(store)[str(clip)][1], before)
+    assert featurize([dataset], FS, store, force=True).new == 20
+    assert len(stored(store)) == 20
+
+
+def test_other_feature_settings_make_a_separate_set(dataset, tmp_path):
+    store = tmp_path / "f.h5"
+    featurize([dataset], FS, store)
+    other = FS.model_copy(update={"n_mels": 16})
+    assert featurize([dataset], other, store).new == 20
+    sets = {s.key: s.n_clips for s in FeatureStore(store).feature_sets()}
+    assert sets == {FS.key(): 20, other.key(): 20}
+
+
+def test_workers_give_the_same_features(dataset, tmp_path):
+    featurize([dataset], FS, tmp_path / "a.h5", workers=1)
+    featurize([dataset], FS, tmp_path / "b.h5", workers=2)
+    a, b = stored(tmp_path / "a.h5"), stored(tmp_path / "b.h5")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k][1], b[k][1], atol=1e-5)
+
+
+def test_unreadable_files_are_skipped_and_listed_or_stop_with_strict(dataset, tmp_path):
+    bad = dataset / "fan" / "test"
+    (bad / "section_00_source_test_normal_0100_vel_1.wav").write_text("not audio")
+    (bad / "section_00_source_test_normal_0101_vel_1.wav").write_bytes(b"")
+    sf.write(
+        bad / "section_00_source_test_normal_0102_vel_1.wav",
+        np.array([0.0, np.nan] * 2000, np.float32),
+        16000,
+        subtype="FLOAT",
+    )
+    write_clip(bad / "section_00_source_test_normal_0103_vel_1.wav", seconds=0.01)
+    s = featurize([dataset], FS, tmp_path / "f.h5")
+    reasons = dict(s.skipped)
+    assert len(reasons) == 4 and s.new == 20
+    assert any("not a readable audio file" in r for r in reasons.values())
+    assert any("empty" in r for r in reasons.values())
+    assert any("NaN or Inf" in r for r in reasons.values())
+    assert any("shorter than one analysis window" in r for r in reasons.values())
+    with pytest.raises(DataError, match="--strict"):
+        featurize([dataset], FS, tmp_path / "g.h5", strict=True)
+
+
+def test_resampling_multichannel_and_silence(tmp_path):
+    d = tmp_path / "d" / "pump" / "train"
+    write_clip(d / "section_00_source_train_normal_0000.wav", sr=8000)
+    t = np.arange(16000) / 16000
+    stereo = np.stack([np.sin(2 * np.pi * 500 * t), np.sin(2 * np.pi * 500 * t)], axis=1) * 0.3
+    sf.write(d / "section_00_source_train_normal_0001.wav", stereo.astype(np.float32), 16000)
+    sf.write(d / "section_00_source_train_normal_0002.wav", np.zeros(16000, np.float32), 16000)
+    s = featurize([tmp_path / "d"], FS, tmp_path / "f.h5")
+    assert s.resampled == {8000: 1} and s.multichannel == 1 and s.new == 3
+    clips = {c.name: (c, x) for c, x in stored(tmp_path / "f.h5").values()}
+    c, x = clips["section_00_source_train_normal_0000.wav"]
+    assert c.sample_rate == 8000 and x.shape[1] == 1 + 16000 // 512
+    mono = clips["section_00_source_train_normal_0001.wav"]
+    assert mono[0].channels == 2
+    assert np.all(clips["section_00_source_train_normal_0002.wav"][1] == FS.db_floor)
+
+
+def test_missing_path_and_empty_folder_are_user_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        featurize([tmp_path / "nope"], FS, tmp_path / "f.h5")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="No .wav files"):
+        featurize([tmp_path / "empty"], FS, tmp_path / "f.h5")
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_machine_without_test_folder_is_a_warning(tmp_path):
+    make_dataset(tmp_path / "d", machines=("valve",), n_test=0)
+    s = featurize([tmp_path / "d"], FS, tmp_path / "f.h5")
+    assert any("valve: train/ but no test/" in w for w in s.warnings)
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_moments_then_rerun_matches_uninterrupted(tmp_path):
+    data = make_dataset(tmp_path / "d", machines=("fan", "gear"), n_train=40, n_test=20)
+    ref = tmp_path / "ref.h5"
+    featurize([data], FeatureSettings(), ref)
+    expected = stored(ref, FeatureSettings())
+    store = tmp_path / "f.h5"
+    env = dict(os.environ, ASD_FEATURIZE__BATCH_CLIPS="4")
+    cmd = [sys.executable, "-m", "asdcli", "featurize", str(data), "--store", str(store)]
+    interrupted = 0
+    for delay in (0.2, 1.0, 1.6, 2.2, 3.0):
+        if store.exists():
+            store.unlink()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if store.exists():  # whatever is there opens with plain h5py and holds whole clips only
+            with h5py.File(store, "r") as f:
+                assert f.attrs["layout_version"] == 1
+            for path, (_, x) in stored(store, FeatureSettings()).items():
+                np.testing.assert_array_equal(x, expected[path][1])
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        interrupted += "All 120 clips were cached" not in done.stdout
+        final = stored(store, FeatureSettings())
+        assert final.keys() == expected.keys()
+        for path, (_, x) in final.items():
+            np.testing.assert_array_equal(x, expected[path][1])
+    assert interrupted >= 3  # most kills landed mid-work, not after the end
