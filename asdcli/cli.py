@@ -299,41 +299,288 @@ def config_cmd(
     out.print(table)
 
 
-# --------------------------------------------------------------------------- later issues
+# --------------------------------------------------------------------------- train
 
 
-def _not_yet(name: str) -> None:
-    raise UserError(f"`asd {name}` is not available yet in this version.")
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["n_neighbors=10", "hidden=[64, 32]"]`` -> values parsed as YAML scalars/lists."""
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--param {item!r}: expected KEY=VALUE, e.g. --param n_neighbors=10.")
+        try:
+            parsed[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--param {item!r}: {value!r} is not a valid value.") from None
+    return parsed
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """Train a detector on the feature store (not available yet)."""
-    _not_yet("train")
+def _train_progress() -> tuple[Any, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[losses]}"),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    tasks: dict[str, Any] = {}
+
+    def progress(machine: str, event: dict[str, Any]) -> None:
+        if event.get("event") == "start":
+            tasks[machine] = bar.add_task(machine, total=event["epochs"] or None, losses="")
+        elif event.get("event") == "done":
+            task = tasks[machine]
+            bar.update(task, total=max(event["epochs"], 1), completed=max(event["epochs"], 1))
+        else:
+            val = event.get("val_loss")
+            losses = f"loss {event['loss']:.4f}" + (f"  val {val:.4f}" if val is not None else "")
+            bar.update(tasks[machine], completed=event["epoch"], losses=losses)
+
+    return bar, progress
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def score() -> None:
-    """Score test clips with a trained run (not available yet)."""
-    _not_yet("score")
+@app.command()
+def train(
+    detector: Annotated[
+        str | None,
+        typer.Argument(
+            help="Detector name (see --list); seed names such as conv_autoencoder work."
+        ),
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the detectors and exit.")] = False,
+    machine: Annotated[
+        list[str] | None,
+        typer.Option("--machine", "-m", help="Train only this machine type (repeatable)."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs [default: 30].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Mini-batch size [default: 64].")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", help="Adam learning rate [default: 1e-3].")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].")] = None,
+    score_kind: Annotated[
+        str | None,
+        typer.Option("--score", help="dcase-ae clip score: mse or mahalanobis [default: mse]."),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="Detector hyper-parameter KEY=VALUE (repeatable), see asd config."
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Feature store [default: features.h5].")
+    ] = None,
+    runs: Annotated[Path | None, typer.Option(help="Runs folder [default: runs].")] = None,
+    do_evaluate: Annotated[
+        bool, typer.Option("--evaluate", help="Then score the test clips and evaluate.")
+    ] = False,
+) -> None:
+    """Train one detector per machine type on the feature store; writes a run folder."""
+    from asdcli.detectors import canonical_name, list_detectors, params_key
+
+    if list_:
+        table = Table(title="Detectors")
+        table.add_column("name")
+        table.add_column("description")
+        for name, description in list_detectors():
+            table.add_row(name, description)
+        out.print(table)
+        return
+    if detector is None:
+        raise UserError("Name a detector, e.g. `asd train conv-ae`; `asd train --list` lists them.")
+    from asdcli.train import resolve_detector
+    from asdcli.train import train as run_train
+
+    resolve_detector(detector)
+    section = params_key(canonical_name(detector))
+    flags: dict[str, Any] = {
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.learning_rate": learning_rate,
+        "train.seed": seed,
+        "train.device": device,
+        "paths.store": store,
+        "paths.runs": runs,
+    }
+    if score_kind is not None:
+        if section != "dcase_ae":
+            raise UserError("--score applies to dcase-ae only; other detectors have one score.")
+        flags["detectors.dcase_ae.score"] = score_kind
+    for name, value in _parse_params(param).items():
+        flags[f"detectors.{section}.{name}"] = value
+    settings = _settings(**flags)
+
+    bar, progress = _train_progress()
+    with bar:
+        result = run_train(settings, detector, machine, progress=progress)
+    table = Table(title=f"{result.run.detector} · {result.run.path}")
+    for col in ("machine", "epochs", "seconds", "parameters", "threshold"):
+        table.add_column(col, justify="left" if col == "machine" else "right")
+    for name, m in result.machines.items():
+        table.add_row(
+            name,
+            str(m["epochs"]),
+            f"{m['seconds']:.1f}",
+            f"{m['n_params']:,}",
+            f"{m['threshold']:.4g}",
+        )
+    out.print(table)
+    if result.interrupted:
+        err.print(
+            f"Interrupted: run {result.run.path} is marked incomplete; the best weights so far "
+            "are saved."
+        )
+        raise typer.Exit(130)
+    out.print(f"Run written to {result.run.path}")
+    if do_evaluate:
+        _score_and_evaluate(result.run.path, settings.paths.store, settings.evaluation.max_fpr)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def evaluate() -> None:
-    """Compute AUC, pAUC and the DCASE official score of a run (not available yet)."""
-    _not_yet("evaluate")
+# --------------------------------------------------------------------------- score / evaluate
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def report() -> None:
-    """List and compare runs (not available yet)."""
-    _not_yet("report")
+def _resolve_run(run: Path | None, latest: bool, runs_root: Path) -> Path:
+    from asdcli.runs import latest_run
+
+    if run is not None and latest:
+        raise UserError("Give a run folder or --latest, not both.")
+    if run is None:
+        if not latest:
+            raise UserError("Give a run folder (see `asd report`) or --latest.")
+        return latest_run(runs_root)
+    return run
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def demo() -> None:
-    """Run the whole pipeline on built-in synthetic data (not available yet)."""
-    _not_yet("demo")
+def _print_score(result: Any) -> None:
+    for m, n in result.skipped_machines.items():
+        err.print(f"[yellow]warning:[/] {n} clip(s) of {m} not scored: the run has no {m} model")
+    total = sum(result.counts.values())
+    out.print(
+        f"Scored {total} clip(s) of {len(result.counts)} machine type(s); "
+        f"{len(result.files)} submission file(s) in {result.out}"
+    )
+
+
+def _print_evaluation(result: Any) -> None:
+    from asdcli.evaluate import rich_table
+
+    out.print(rich_table(result))
+    out.print(
+        f"Metrics in {result.metrics_json}; figures in {result.metrics_json.parent / 'figures'}"
+    )
+
+
+def _score_and_evaluate(run: Path, store: Path, max_fpr: float) -> None:
+    from asdcli.evaluate import evaluate_run
+    from asdcli.score import score_run
+
+    _print_score(score_run(run, store))
+    _print_evaluation(evaluate_run(run, max_fpr=max_fpr))
+
+
+@app.command()
+def score(
+    run: Annotated[Path | None, typer.Argument(help="Run folder (from asd train).")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Use the newest complete run.")] = False,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Files or folders to score (featurized first, cached)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the CSVs [default: RUN/scores].")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Feature store [default: features.h5].")
+    ] = None,
+    runs: Annotated[Path | None, typer.Option(help="Runs folder for --latest.")] = None,
+    allow_incomplete: Annotated[
+        bool, typer.Option("--allow-incomplete", help="Score with an interrupted run's weights.")
+    ] = False,
+) -> None:
+    """Score test clips with a run's models; writes the DCASE submission CSV files."""
+    from asdcli.score import score_run
+
+    settings = _settings(**{"paths.store": store, "paths.runs": runs})
+    path = _resolve_run(run, latest, settings.paths.runs)
+    _print_score(
+        score_run(
+            path,
+            settings.paths.store,
+            data=data,
+            out=out_dir,
+            allow_incomplete=allow_incomplete,
+            workers=settings.featurize.workers,
+        )
+    )
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path | None, typer.Argument(help="Run folder (scored with asd score).")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Use the newest complete run.")] = False,
+    ground_truth: Annotated[
+        Path | None,
+        typer.Option(
+            "--ground-truth",
+            help="Folder with the evaluator's ground_truth_data/ and ground_truth_domain/ CSVs.",
+        ),
+    ] = None,
+    runs: Annotated[Path | None, typer.Option(help="Runs folder for --latest.")] = None,
+    figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw figures.")] = True,
+) -> None:
+    """Compute AUC, pAUC and the DCASE official score of a scored run, with figures."""
+    from asdcli.evaluate import evaluate_run
+
+    settings = _settings(**{"paths.runs": runs})
+    path = _resolve_run(run, latest, settings.paths.runs)
+    _print_evaluation(
+        evaluate_run(
+            path, ground_truth=ground_truth, max_fpr=settings.evaluation.max_fpr, figures=figures
+        )
+    )
+
+
+@app.command()
+def report(
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Rank evaluated runs; write report.md and a figure.")
+    ] = False,
+    runs: Annotated[Path | None, typer.Option(help="Runs folder [default: runs].")] = None,
+) -> None:
+    """List runs (status, scores, training time); --compare ranks them side by side."""
+    from asdcli import report as rep
+
+    settings = _settings(**{"paths.runs": runs})
+    root = settings.paths.runs
+    if not compare:
+        rows = rep.list_report(root)
+        if not rows:
+            raise UserError(f"No runs under {root}; train one with `asd train DETECTOR`.")
+        out.print(rep.rich_table(rows))
+        return
+    comparison = rep.compare(root, out_md=root / "report.md", figure=root / "comparison.png")
+    out.print(rep.comparison_table(comparison))
+    out.print(f"Wrote {root / 'report.md'} and {root / 'comparison.png'}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for the demo's data, store and runs.")
+    ] = Path("asd-demo"),
+) -> None:
+    """Run the whole pipeline on built-in synthetic data: synth, featurize, train, evaluate."""
+    from asdcli.demo import run_demo
+
+    run_demo(out_dir, out, err)
 
 
 # --------------------------------------------------------------------------- entry point

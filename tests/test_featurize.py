@@ -132,6 +132,11 @@ def test_machine_without_test_folder_is_a_warning(tmp_path):
     assert any("valve: train/ but no test/" in w for w in s.warnings)
 
 
+def _batches(store):
+    journal = store.with_name(store.name + ".journal")
+    return len(list(journal.glob("*.npz"))) if journal.is_dir() else 0
+
+
 @pytest.mark.slow
 def test_kill_9_at_several_moments_then_rerun_matches_uninterrupted(tmp_path):
     data = make_dataset(tmp_path / "d", machines=("fan", "gear"), n_train=40, n_test=20)
@@ -141,12 +146,20 @@ def test_kill_9_at_several_moments_then_rerun_matches_uninterrupted(tmp_path):
     store = tmp_path / "f.h5"
     env = dict(os.environ, ASD_FEATURIZE__BATCH_CLIPS="4")
     cmd = [sys.executable, "-m", "asdcli", "featurize", str(data), "--store", str(store)]
+    moments = {  # kill -9 as soon as each condition holds (polled), whatever the machine's speed
+        "at start": lambda: True,
+        "after the first journal batch": lambda: _batches(store) >= 1,
+        "mid-way": lambda: _batches(store) >= 12,
+        "while committing": lambda: any(tmp_path.glob("f.h5.tmp-*")),
+    }
     interrupted = 0
-    for delay in (0.2, 1.0, 1.6, 2.2, 3.0):
+    for ready in moments.values():
         if store.exists():
             store.unlink()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not ready() and time.monotonic() < deadline:
+            time.sleep(0.002)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if store.exists():  # whatever is there opens with plain h5py and holds whole clips only
@@ -161,4 +174,4 @@ def test_kill_9_at_several_moments_then_rerun_matches_uninterrupted(tmp_path):
         assert final.keys() == expected.keys()
         for path, (_, x) in final.items():
             np.testing.assert_array_equal(x, expected[path][1])
-    assert interrupted >= 3  # most kills landed mid-work, not after the end
+    assert interrupted >= 3  # the kills landed mid-work, not after the end

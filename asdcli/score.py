@@ -1,0 +1,153 @@
+"""Scoring: a run's detectors on test clips, written as DCASE submission files.
+
+For each machine type and section, in ``<run>/scores/`` (or ``--out``):
+
+* ``anomaly_score_<machine>_section_<ss>_test.csv``: ``file.wav,score`` rows, no header;
+* ``decision_result_<machine>_section_<ss>_test.csv``: ``file.wav,0|1`` rows (1 = anomaly,
+  score above the run's threshold for that machine);
+* ``scores.csv``: every clip with its machine, section, path, domain, label, score, decision.
+
+The run's own feature settings are used, never the current ones: a store without features made
+with those settings is refused (``--data`` featurizes the files with them first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asdcli.errors import DataError, RunError
+from asdcli.files import read_json, write_csv
+from asdcli.runs import Run, load_run
+from asdcli.settings import FeatureSettings
+from asdcli.store import ClipRecord, FeatureStore
+
+
+@dataclass
+class ScoreResult:
+    run: Run
+    out: Path
+    files: list[Path] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # machine -> clips scored
+    skipped_machines: dict[str, int] = field(default_factory=dict)  # no model -> clips
+
+
+def _run_features(run: Run) -> FeatureSettings:
+    try:
+        return FeatureSettings.model_validate(run.manifest["feature_settings"])
+    except (KeyError, ValueError) as exc:
+        raise RunError(
+            f"{run.path} has no usable feature settings in its manifest ({exc})."
+        ) from None
+
+
+def score_run(
+    run_dir: Path,
+    store_path: Path,
+    data: Sequence[Path] | None = None,
+    out: Path | None = None,
+    allow_incomplete: bool = False,
+    workers: int = 1,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ScoreResult:
+    """Score test clips with the run's models and write the submission files.
+
+    Parameters
+    ----------
+    run_dir : the run folder.
+    store_path : the feature store holding (or receiving, with ``data``) the clips.
+    data : files or folders to score; they are featurized into the store first (cached).
+        Default: every test clip in the store of the run's machine types.
+    out : folder for the CSV files (default ``<run>/scores``).
+    """
+    run = load_run(run_dir, require_complete=not allow_incomplete)
+    fs = _run_features(run)
+    key = fs.key()
+    if key != run.manifest.get("feature_key"):
+        raise RunError(f"{run.path}: manifest feature key does not match its feature settings.")
+
+    wanted: set[str] | None = None
+    if data:
+        from asdcli.featurize import discover, featurize
+
+        featurize(data, fs, store_path, workers=workers)
+        wanted = {str(p) for p in discover(data)}
+
+    store = FeatureStore(store_path)
+    if not store.has(key):
+        raise DataError(
+            f"{store_path} holds no features made with this run's feature settings (key {key}); "
+            f"featurize the test data with them, e.g. `asd score {run_dir} --data DATA`."
+        )
+    records = [
+        r
+        for r in store.clips(key)
+        if (r.path in wanted if wanted is not None else r.split == "test")
+    ]
+    if not records:
+        where = "the given --data" if data else f"{store_path} (split test)"
+        raise DataError(f"No clips to score in {where}.")
+
+    thresholds = _thresholds(run)
+    by_machine: dict[str, list[ClipRecord]] = {}
+    for r in records:
+        by_machine.setdefault(r.machine, []).append(r)
+    result = ScoreResult(run, out or run.path / "scores")
+    trained = set(run.manifest.get("completed_machines", run.machines))
+    scorable = {m: recs for m, recs in by_machine.items() if m in trained}
+    result.skipped_machines = {m: len(r) for m, r in by_machine.items() if m not in trained}
+    if not scorable:
+        raise RunError(
+            f"Run {run.name} has no model for machine(s) {', '.join(sorted(by_machine))} "
+            f"(it was trained on {', '.join(sorted(trained)) or 'nothing'})."
+        )
+
+    from asdcli.detectors import get_detector
+
+    cls = get_detector(run.detector)
+    table: list[list[Any]] = []
+    for machine, recs in sorted(scorable.items()):
+        model_dir = run.model_dir(machine)
+        if not model_dir.is_dir():
+            raise RunError(f"Run {run.name} is missing its model folder for {machine}.")
+        det = cls.load(model_dir)
+        if progress:
+            progress(machine, 0, len(recs))
+        scores = det.score(store.load(key, recs), recs)
+        threshold = thresholds.get(machine)
+        decisions = (
+            (scores > threshold).astype(int) if threshold is not None else np.zeros(len(recs), int)
+        )
+        sections: dict[str, list[tuple[str, float, int]]] = {}
+        for r, s, d in zip(recs, scores, decisions, strict=True):
+            section = r.section if r.section != "unknown" else "00"
+            sections.setdefault(section, []).append((r.name, float(s), int(d)))
+            table.append([machine, section, r.name, r.path, r.domain, r.label, float(s), int(d)])
+        for section, rows in sorted(sections.items()):
+            stem = f"{machine}_section_{section}_test.csv"
+            result.files.append(
+                write_csv(result.out / f"anomaly_score_{stem}", [(n, s) for n, s, _ in rows])
+            )
+            result.files.append(
+                write_csv(result.out / f"decision_result_{stem}", [(n, d) for n, _, d in rows])
+            )
+        result.counts[machine] = len(recs)
+        if progress:
+            progress(machine, len(recs), len(recs))
+    write_csv(
+        result.out / "scores.csv",
+        table,
+        header=["machine", "section", "file", "path", "domain", "label", "score", "decision"],
+    )
+    return result
+
+
+def _thresholds(run: Run) -> dict[str, float]:
+    path = run.path / "thresholds.json"
+    if not path.is_file():
+        return {}
+    return {m: float(v["threshold"]) for m, v in read_json(path).items()}

@@ -1,0 +1,241 @@
+"""Training: one detector per machine type on the store's training clips, into a run folder.
+
+Only one machine type's features are in memory at a time. Ctrl-C stops training, keeps the best
+weights of the machine in progress and marks the run ``incomplete``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from asdcli.errors import DataError, StoreError, UserError
+from asdcli.files import write_csv, write_json, write_text
+from asdcli.runs import Run, start_run
+from asdcli.settings import Settings
+from asdcli.store import ClipRecord, FeatureStore
+
+log = logging.getLogger(__name__)
+
+# progress(machine, event): event is a history row {"epoch", "loss", "val_loss", "seconds"},
+# or {"event": "start", "epochs": n} / {"event": "done"} around each machine.
+TrainProgress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    run: Run
+    machines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def fingerprint(records: Sequence[ClipRecord]) -> str:
+    """Hash of the training clips (paths, sizes, modification times): same data, same print."""
+    h = hashlib.sha1()
+    for r in sorted(records, key=lambda r: r.path):
+        h.update(f"{r.path}\0{r.size}\0{r.mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def training_clips(store: FeatureStore, key: str) -> dict[str, list[ClipRecord]]:
+    """Machine -> its training clips (split train; clips labelled anomaly are left out)."""
+    by_machine: dict[str, list[ClipRecord]] = {}
+    for r in store.clips(key):
+        if r.split == "train" and r.label != "anomaly":
+            by_machine.setdefault(r.machine, []).append(r)
+    return by_machine
+
+
+def resolve_detector(name: str) -> type[Any]:
+    """The registered detector class, with unknown names turned into a user error."""
+    from asdcli.detectors import get_detector
+
+    try:
+        return get_detector(name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def open_feature_set(settings: Settings) -> tuple[FeatureStore, str]:
+    """The store and the key of the current feature settings, which it must hold."""
+    store = FeatureStore(settings.paths.store)
+    key = settings.features.key()
+    if not store.has(key):
+        sets = ", ".join(
+            f"{s.key} (n_mels={s.settings.get('n_mels')}, {s.n_clips} clips)"
+            for s in store.feature_sets()
+        )
+        raise StoreError(
+            f"{settings.paths.store} has no features for the current feature settings "
+            f"(key {key}); it holds: {sets or 'nothing'}. Run `asd featurize DATA` with these "
+            "settings first."
+        )
+    return store, key
+
+
+def train(
+    settings: Settings,
+    detector: str,
+    machines: Sequence[str] | None = None,
+    progress: TrainProgress | None = None,
+) -> TrainResult:
+    """Train ``detector`` on each machine type of the store; returns the run written.
+
+    Parameters
+    ----------
+    settings : resolved settings (features select the feature set; train and detectors the
+        hyper-parameters; paths the store and the runs folder).
+    detector : registry name or alias (``conv-ae``, ``conv_autoencoder``...).
+    machines : restrict to these machine types (default: every machine with training clips).
+    """
+    from asdcli.detectors import canonical_name, params_key, resolve_device
+    from asdcli.metrics import fit_gamma_threshold
+
+    cls = resolve_detector(detector)
+    name = canonical_name(detector)
+    try:
+        resolve_device(settings.train.device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+    store, key = open_feature_set(settings)
+    available = training_clips(store, key)
+    if machines:
+        missing = [m for m in machines if m not in available]
+        if missing:
+            raise DataError(
+                f"No training clips for machine {', '.join(missing)} in {settings.paths.store}; "
+                f"machines with training clips: {', '.join(sorted(available)) or 'none'}."
+            )
+        chosen = list(dict.fromkeys(machines))
+    else:
+        chosen = sorted(available)
+        if not chosen:
+            raise DataError(
+                f"{settings.paths.store} has no training clips (files in <machine>/train/)."
+            )
+
+    params = getattr(settings.detectors, params_key(name))
+    run = start_run(
+        settings.paths.runs,
+        name,
+        {
+            "machines": chosen,
+            "params": params.model_dump(mode="json"),
+            "train_params": settings.train.model_dump(mode="json"),
+            "feature_key": key,
+            "feature_settings": settings.features.model_dump(mode="json"),
+            "store": str(settings.paths.store.resolve()),
+            "training_clips": {m: len(available[m]) for m in chosen},
+            "fingerprints": {m: fingerprint(available[m]) for m in chosen},
+        },
+    )
+    write_text(run.path / "settings.yaml", settings.to_yaml())
+
+    result = TrainResult(run)
+    history: list[list[Any]] = []
+    train_scores: list[list[Any]] = []
+    thresholds: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    try:
+        for machine in chosen:
+            records = available[machine]
+            features = store.load(key, records)
+            det = cls(params, settings.train)
+            if progress:
+                progress(machine, {"event": "start", "epochs": settings.train.epochs})
+
+            def on_epoch(row: dict[str, Any], machine: str = machine) -> None:
+                if progress:
+                    progress(machine, row)
+
+            t_machine = time.perf_counter()
+            det.fit(features, records, progress=on_epoch)
+            seconds = time.perf_counter() - t_machine
+            del features
+            det.save(run.model_dir(machine))
+            fit = fit_gamma_threshold(det.train_scores_, settings.train.threshold_percentile)
+            thresholds[machine] = {
+                "threshold": fit.threshold,
+                "percentile": settings.train.threshold_percentile,
+                "method": fit.method,
+                "shape": fit.shape,
+                "loc": fit.loc,
+                "scale": fit.scale,
+                "note": fit.note,
+            }
+            for row in det.history_:
+                history.append(
+                    [machine, row["epoch"], row["loss"], row.get("val_loss"), row["seconds"]]
+                )
+            for r, s in zip(records, det.train_scores_, strict=True):
+                train_scores.append([machine, r.section, r.domain, r.name, float(s)])
+            result.machines[machine] = {
+                "seconds": round(seconds, 3),
+                "n_params": int(det.n_params_),
+                "epochs": len(det.history_),
+                "threshold": fit.threshold,
+            }
+            run.manifest.setdefault("n_params", {})[machine] = int(det.n_params_)
+            run.manifest.setdefault("completed_machines", []).append(machine)
+            run.manifest["train_seconds"] = round(time.perf_counter() - t0, 3)
+            _write_outputs(run, history, train_scores, thresholds)
+            if progress:
+                progress(machine, {"event": "done", **result.machines[machine]})
+            if det.interrupted_:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        result.interrupted = True
+        run.manifest["status"] = "incomplete"
+        run.manifest["reason"] = "interrupted (Ctrl-C)"
+        run.save_manifest()
+        return result
+    except BaseException as exc:
+        run.manifest["status"] = "incomplete"
+        run.manifest["reason"] = f"failed: {type(exc).__name__}: {exc}"
+        run.save_manifest()
+        raise
+    _training_figures(run, history)
+    run.manifest["status"] = "complete"
+    run.manifest["train_seconds"] = round(time.perf_counter() - t0, 3)
+    run.save_manifest()
+    return result
+
+
+def _write_outputs(
+    run: Run,
+    history: list[list[Any]],
+    train_scores: list[list[Any]],
+    thresholds: dict[str, Any],
+) -> None:
+    write_csv(
+        run.path / "history.csv",
+        history,
+        header=["machine", "epoch", "loss", "val_loss", "seconds"],
+    )
+    write_csv(
+        run.path / "train_scores.csv",
+        train_scores,
+        header=["machine", "section", "domain", "file", "score"],
+    )
+    write_json(run.path / "thresholds.json", thresholds)
+
+
+def _training_figures(run: Run, history: list[list[Any]]) -> None:
+    from asdcli.plots import training_curve_figure
+
+    by_machine: dict[str, list[dict[str, Any]]] = {}
+    for machine, epoch, loss, val_loss, seconds in history:
+        by_machine.setdefault(machine, []).append(
+            {"epoch": epoch, "loss": loss, "val_loss": val_loss, "seconds": seconds}
+        )
+    for machine, rows in by_machine.items():
+        training_curve_figure(
+            rows,
+            f"{run.detector} on {machine}: training curve",
+            run.path / f"training_curve_{machine}.png",
+        )
