@@ -18,6 +18,10 @@ from asdcli.train import train
 runner = CliRunner()
 
 
+def rows_of(path):
+    return list(csv.reader(path.read_text().splitlines()))
+
+
 @pytest.fixture
 def settings(dataset, tmp_path):
     s, _ = load_settings(
@@ -48,7 +52,7 @@ def test_run_folder_has_everything(settings):
         assert (run / name).is_file(), name
     assert (run / "training_curve_fan.png").stat().st_size > 1000
     assert (run / "models" / "fan" / "detector.json").is_file()
-    rows = list(csv.DictReader(open(run / "history.csv")))
+    rows = list(csv.DictReader((run / "history.csv").read_text().splitlines()))
     assert {r["machine"] for r in rows} == {"bearing", "fan"} and rows[0]["epoch"] == "1"
     thresholds = json.loads((run / "thresholds.json").read_text())
     assert np.isfinite(thresholds["fan"]["threshold"])
@@ -89,10 +93,10 @@ def test_score_writes_the_evaluator_format(settings):
     run = train(settings, "iforest").run.path
     result = score_run(run, settings.paths.store)
     assert result.counts == {"bearing": 4, "fan": 4}
-    rows = list(csv.reader(open(result.out / "anomaly_score_fan_section_00_test.csv")))
+    rows = rows_of(result.out / "anomaly_score_fan_section_00_test.csv")
     assert len(rows) == 4 and all(len(r) == 2 and r[0].endswith(".wav") for r in rows)
     assert all(np.isfinite(float(r[1])) for r in rows)
-    decisions = list(csv.reader(open(result.out / "decision_result_fan_section_00_test.csv")))
+    decisions = rows_of(result.out / "decision_result_fan_section_00_test.csv")
     assert [r[0] for r in decisions] == [r[0] for r in rows]
     assert {r[1] for r in decisions} <= {"0", "1"}
     threshold = json.loads((run / "thresholds.json").read_text())["fan"]["threshold"]
