@@ -11,7 +11,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -23,10 +22,10 @@ from asdcli.errors import UserError
 class _Group(TyperGroup):
     """Turns errors into exit codes: user errors 2 with a short message, faults 1 with a trace."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own: usage, exit codes
             raise
         except UserError as exc:
             if state.log_level == "DEBUG":

@@ -1,0 +1,9 @@
+"""Synthetic, physically motivated machine sounds in the DCASE 2023 layout (``asd synth``).
+
+:mod:`asdcli.synth.machines` holds the physics of each machine type and its faults;
+:mod:`asdcli.synth.dataset` the layout, naming, splits, domains, levels and determinism.
+"""
+
+from asdcli.synth.dataset import MACHINES, SynthSummary, synthesize
+
+__all__ = ["MACHINES", "SynthSummary", "synthesize"]
