@@ -160,12 +160,16 @@ def synth(
         except ValueError as exc:
             raise UserError(str(exc)) from None
     table = Table(title=f"Synthetic dataset in {out_dir}")
-    table.add_column("machine")
-    columns = sorted({c for counts in summary.counts.values() for c in counts})
-    for c in columns:
-        table.add_column(c, justify="right")
-    for machine, counts in summary.counts.items():
-        table.add_row(machine, *(str(counts.get(c, 0)) for c in columns))
+    for col in ("machine", "train source", "train target", "test source n/a", "test target n/a"):
+        table.add_column(col, justify="left" if col == "machine" else "right")
+    for machine, c in summary.counts.items():
+        table.add_row(
+            machine,
+            str(c["train_source"]),
+            str(c["train_target"]),
+            f"{c['test_source_normal']}/{c['test_source_anomaly']}",
+            f"{c['test_target_normal']}/{c['test_target_anomaly']}",
+        )
     out.print(table)
     out.print(f"Wrote in {summary.seconds:.1f} s. Next: asd featurize {out_dir}")
 

@@ -376,19 +376,15 @@ def rich_table(rows: list[RunRow]) -> Table:
         caption="\n".join(["scores: harmonic means over sections", *reasons]),
         caption_justify="left",
     )
-    table.add_column("Run", overflow="fold")
-    table.add_column("Detector", overflow="fold")
-    table.add_column("Machines", overflow="fold")
-    table.add_column("Status")
+    # The run name holds the detector; machines are listed per run in `asd report --compare`.
+    table.add_column("Run", overflow="fold", min_width=12)
     for name in ("Official", "AUC-s", "AUC-t", "pAUC", "Train s", "Params"):
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
         style = _STATUS_STYLE.get(r.status, "")
+        status = f"[{style}]{r.status}[/]" if style else r.status
         table.add_row(
-            r.name,
-            r.detector or "?",
-            ", ".join(r.machines),
-            f"[{style}]{r.status}[/]" if style else r.status,
+            f"{r.name}\n{status} · {len(r.machines)} machines",
             fmt(r.official_score, 3),
             fmt(r.auc_source, 3),
             fmt(r.auc_target, 3),
