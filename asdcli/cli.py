@@ -22,7 +22,7 @@ from asdcli.errors import UserError
 class _Group(TyperGroup):
     """Turns errors into exit codes: user errors 2 with a short message, faults 1 with a trace."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own: usage, exit codes
@@ -270,10 +270,10 @@ def featurize(
     if summary.new == 0 and not summary.skipped:
         out.print(f"All {summary.cached} clips were cached: nothing to compute.")
     else:
-        rate = summary.new / summary.seconds if summary.seconds else 0.0
+        speed = summary.new / summary.seconds if summary.seconds else 0.0
         out.print(
             f"{summary.new} computed, {summary.cached} cached, {len(summary.skipped)} skipped "
-            f"in {summary.seconds:.1f} s ({rate:.0f} clips/s)."
+            f"in {summary.seconds:.1f} s ({speed:.0f} clips/s)."
         )
 
 

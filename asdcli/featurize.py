@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -153,7 +153,7 @@ def _init_worker() -> None:
 
 def _results(
     todo: list[str], settings_json: str, workers: int
-) -> Iterator[tuple[str, dict[str, Any] | None, np.ndarray | str]]:
+) -> Generator[tuple[str, dict[str, Any] | None, np.ndarray | str], None, None]:
     tasks = [todo[i : i + TASK_FILES] for i in range(0, len(todo), TASK_FILES)]
     if workers <= 1 or len(tasks) <= 1:
         import torch

@@ -395,12 +395,11 @@ class StoreWriter:
                 new.attrs["format"] = FORMAT
                 new.attrs["layout_version"] = LAYOUT_VERSION
                 root = new.create_group("features")
-                old_keys = set(old["features"]) if old is not None else set()
-                for key in sorted(old_keys - set(by_key)):
-                    old.copy(old[f"features/{key}"], root, name=key)  # type: ignore[index]
+                old_sets = old["features"] if old is not None else {}
+                for key in sorted(set(old_sets) - set(by_key)):
+                    root.copy(old_sets[key], root, name=key)  # raw chunk copy, no recompression
                 for key, items in by_key.items():
-                    old_grp = old[f"features/{key}"] if key in old_keys else None  # type: ignore[index]
-                    _write_feature_set(root, key, old_grp, items)
+                    _write_feature_set(root, key, old_sets.get(key), items)
                 new.flush()
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
