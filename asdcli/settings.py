@@ -18,22 +18,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as _PydanticSettingsError
 
-from asdcli.detectors.params import DetectorParams, TrainParams
+from asdcli.detectors.params import DetectorParams, Section, TrainParams
 from asdcli.errors import SettingsError
 
 ENV_PREFIX = "ASD_"
 DEFAULT_CONFIG = Path("conf/config.yaml")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class FeatureSettings(_Section):
+class FeatureSettings(Section):
     """Log-mel front end. Defaults follow the DCASE 2023 Task 2 baseline (librosa conventions).
 
     Every field here changes the features, so all of them enter :meth:`key`.
@@ -83,7 +79,7 @@ class FeatureSettings(_Section):
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-class FeaturizeSettings(_Section):
+class FeaturizeSettings(Section):
     workers: int = Field(1, ge=0, description="Worker processes; 0 = one per CPU core.")
     strict: bool = Field(False, description="Stop on the first unreadable file.")
     batch_clips: int = Field(
@@ -91,11 +87,11 @@ class FeaturizeSettings(_Section):
     )
 
 
-class EvaluationSettings(_Section):
+class EvaluationSettings(Section):
     max_fpr: float = Field(0.1, gt=0, le=1, description="pAUC range, as the DCASE evaluator.")
 
 
-class PathSettings(_Section):
+class PathSettings(Section):
     store: Path = Field(Path("features.h5"), description="The HDF5 feature store.")
     runs: Path = Field(Path("runs"), description="Where run folders are written.")
 

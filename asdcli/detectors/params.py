@@ -11,11 +11,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A settings section: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class TrainParams(_Section):
+class TrainParams(Section):
     """Shared by every neural detector: the loop, not the model."""
 
     epochs: int = Field(
@@ -41,7 +43,7 @@ class TrainParams(_Section):
     )
 
 
-class FCAEParams(_Section):
+class FCAEParams(Section):
     """Fully connected autoencoder on a flattened, fixed-length crop of the log-mel clip."""
 
     frames: int = Field(64, ge=1, description="Frames per crop; clips are scored over all crops.")
@@ -51,7 +53,7 @@ class FCAEParams(_Section):
     dropout: float = Field(0.3, ge=0, lt=1)
 
 
-class ConvAEParams(_Section):
+class ConvAEParams(Section):
     """Convolutional autoencoder on 1 x n_mels x T patches."""
 
     channels: list[int] = Field(default_factory=lambda: [16, 32, 64, 128])
@@ -61,7 +63,7 @@ class ConvAEParams(_Section):
     hop: int | None = Field(None, ge=1, description="Frames between patches; null = frames // 2.")
 
 
-class LSTMAEParams(_Section):
+class LSTMAEParams(Section):
     """LSTM autoencoder over T steps x n_mels."""
 
     hidden: int = Field(256, ge=1)
@@ -72,14 +74,14 @@ class LSTMAEParams(_Section):
     hop: int | None = Field(None, ge=1, description="Frames between windows; null = frames // 2.")
 
 
-class LOFParams(_Section):
+class LOFParams(Section):
     """scikit-learn LocalOutlierFactor(novelty=True) on pooled clip statistics."""
 
     n_neighbors: int = Field(20, ge=1)
     metric: str = "minkowski"
 
 
-class IForestParams(_Section):
+class IForestParams(Section):
     """scikit-learn IsolationForest on pooled clip statistics."""
 
     n_estimators: int = Field(200, ge=1)
@@ -87,7 +89,7 @@ class IForestParams(_Section):
     contamination: float | Literal["auto"] = "auto"
 
 
-class DCASEAEParams(_Section):
+class DCASEAEParams(Section):
     """The DCASE 2023 Task 2 baseline autoencoder."""
 
     context: int = Field(5, ge=1, description="Frames concatenated into one input vector.")
@@ -103,7 +105,7 @@ class DCASEAEParams(_Section):
     )
 
 
-class DetectorParams(_Section):
+class DetectorParams(Section):
     """One section per detector; keys use underscores (``conv_ae``) where names use dashes."""
 
     fc_ae: FCAEParams = Field(default_factory=FCAEParams)
