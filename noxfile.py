@@ -28,3 +28,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy over the package."""
     session.install("-e", ".", "mypy")
     session.run("mypy", "asdcli", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (`nox -s bench -- --quick` is the smoke test CI runs)."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "bench"))
+    session.run("python", "-m", "benchmarks", *session.posargs)
