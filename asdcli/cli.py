@@ -7,6 +7,7 @@ Heavy imports (torch, h5py, matplotlib) happen inside the commands so ``asd --he
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from pathlib import Path
 from typing import Annotated, Any
@@ -101,6 +102,18 @@ def _settings(**flags: Any) -> Any:
 # --------------------------------------------------------------------------- synth
 
 
+_SYNTH_FLAGS = {
+    "n_train": "--train",
+    "n_test": "--test",
+    "target_train": "--target-train",
+    "sample_rate": "--sample-rate",
+    "machines": "--machines",
+    "seconds": "--seconds",
+    "difficulty": "--difficulty",
+    "seed": "--seed",
+}
+
+
 @app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write the dataset to.")],
@@ -158,7 +171,11 @@ def synth(
                 progress=progress,
             )
         except ValueError as exc:
-            raise UserError(str(exc)) from None
+            # The library names its arguments; a CLI user knows them as flags.
+            message = str(exc)
+            for arg, flag in _SYNTH_FLAGS.items():
+                message = re.sub(rf"\b{arg}\b", flag, message)
+            raise UserError(message) from None
     table = Table(title=f"Synthetic dataset in {out_dir}")
     for col in ("machine", "train source", "train target", "test source n/a", "test target n/a"):
         table.add_column(col, justify="left" if col == "machine" else "right")

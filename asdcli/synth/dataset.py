@@ -1,150 +1,224 @@
 """The synthetic dataset: DCASE 2023 layout, naming, splits, domains, levels and determinism.
 
-Per machine type, section 00 (one section per machine, as in DCASE 2023)::
+One section (00) per machine type, as in DCASE 2023::
 
-    OUT/<machine>/train/section_00_<source|target>_train_normal_<iiii>_<attr>_<val>....wav
-    OUT/<machine>/test/section_00_<source|target>_test_<normal|anomaly>_<iiii>_<attr>_<val>....wav
-    OUT/<machine>/attributes_00.csv     file_name,d1p,d1v,d2p,d2v,...
+    OUT/<machine>/train/section_00_<source|target>_train_normal_<iiii>_<attr>_<val>_....wav
+    OUT/<machine>/test/section_00_<source|target>_test_<normal|anomaly>_<iiii>_<attr>_<val>_....wav
+    OUT/<machine>/attributes_00.csv        file_name,d1p,d1v,d2p,d2v  (name/value pairs)
 
-Each clip = machine sound + fault (anomalies only) + background noise, through a microphone
-coloration, then normalised to a level drawn from the same range for every clip, so loudness
-says nothing about the label. The fault's energy relative to the machine sound falls with the
-difficulty: +4 dB at difficulty 0, -26 dB at difficulty 1.
+Indices count per (domain, split, label) from 0000. A clip's attribute values cycle through all
+combinations of its domain's values (so every combination is covered and normal and anomalous
+test clips share one distribution); an anomalous clip's fault kind cycles through the type's
+faults.
 
-The target domain shifts the attributes (speed, load, pattern...) and the background noise
-(another colour, lower SNR). Every clip has its own random generator seeded from (seed,
-machine, domain, split, label, index), so a clip does not depend on which others are made.
+One clip = machine (+ fault) + factory background at a random SNR, through a random microphone
+coloration, then scaled to an RMS level drawn from one range for every clip, so loudness says
+nothing about the label. The fault's energy relative to the machine falls linearly in dB with
+the difficulty (:func:`fault_ratio_db`). Every clip has its own random generator seeded from
+(seed, machine, domain, split, label, index): a clip never depends on which others are made.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
+import math
+import multiprocessing
 import os
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from asdcli.naming import format_attributes
-from asdcli.synth.machines import MACHINE_TYPES, colored_noise, harmonics
+from asdcli.synth.machines import (
+    MACHINE_TYPES,
+    background,
+    microphone,
+    n_samples,
+    rms,
+    snr_db,
+)
 
 MACHINES: tuple[str, ...] = tuple(MACHINE_TYPES)
-LEVEL_DBFS = (-28.0, -20.0)  # clip RMS range, same for normal and anomalous clips
+SECTION = "00"
+# Clip RMS in dBFS, the same range for every clip. At least 32 dB of headroom above the level
+# keeps even the impulsive faults (bearing spalls, valve clicks) from clipping in 16 bits.
+LEVEL_DBFS = (-36.0, -32.0)
+# Fault energy relative to the machine sound (dB) at difficulty 0 and 1, and its spread per clip.
+FAULT_DB_EASY, FAULT_DB_HARD, FAULT_DB_SPREAD = 0.0, -28.0, 2.0
+
+# Below this much audio (clip-seconds, ~2 s of work) one process is faster than a pool.
+PARALLEL_MIN_SECONDS = 500.0
+
+_CODES = {"source": 0, "target": 1, "train": 0, "test": 1, "normal": 0, "anomaly": 1}
+
+
+@dataclass
+class SynthSummary:
+    """What :func:`synthesize` wrote: ``counts[machine]["test_source_anomaly"]`` etc. and the wall
+    time in seconds."""
+
+    out: Path
+    counts: dict[str, dict[str, int]]
+    seconds: float
 
 
 @dataclass(frozen=True)
 class ClipSpec:
+    """One clip to make: who it is (the name's fields) and, for anomalies, its fault."""
+
     machine: str
     domain: str
     split: str
     label: str
     index: int
-    seed: int
+    attributes: tuple[tuple[str, str], ...]
+    anomaly: str | None = None
 
-    def rng(self) -> np.random.Generator:
-        ids = [
-            self.seed,
-            zlib.crc32(self.machine.encode()),
-            ("source", "target").index(self.domain),
-            ("train", "test").index(self.split),
-            ("normal", "anomaly").index(self.label),
-            self.index,
-        ]
-        return np.random.default_rng(np.random.SeedSequence(ids))
+    @property
+    def name(self) -> str:
+        attrs = format_attributes(dict(self.attributes))
+        return (
+            f"section_{SECTION}_{self.domain}_{self.split}_{self.label}_{self.index:04d}"
+            + (f"_{attrs}" if attrs else "")
+            + ".wav"
+        )
 
-
-@dataclass
-class SynthSummary:
-    out: Path
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    seconds: float = 0.0
+    @property
+    def relpath(self) -> str:
+        """``<machine>/<split>/<name>``, as in ``attributes_00.csv``."""
+        return f"{self.machine}/{self.split}/{self.name}"
 
 
-def fault_gain_db(difficulty: float) -> float:
-    """Fault energy relative to the machine sound, in dB."""
-    return 4.0 - 30.0 * difficulty
+def fault_ratio_db(difficulty: float) -> float:
+    """Typical fault energy relative to the healthy machine sound, dB: 0 dB at difficulty 0
+    (obvious), -28 dB at difficulty 1 (subtle)."""
+    return FAULT_DB_EASY + difficulty * (FAULT_DB_HARD - FAULT_DB_EASY)
 
 
-def _render(spec: ClipSpec, seconds: float, sr: int, difficulty: float):
-    """One clip: (file name, attributes, float32 samples)."""
-    rng = spec.rng()
+def clip_rng(seed: int, spec: ClipSpec) -> np.random.Generator:
+    """The clip's own generator, keyed by who the clip is: the same for every run (with one
+    numpy version) and whichever other machines or clips are made."""
+    key = [
+        seed,
+        zlib.crc32(spec.machine.encode()),
+        _CODES[spec.domain],
+        _CODES[spec.split],
+        _CODES[spec.label],
+        spec.index,
+    ]
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def plan(machine: str, n_train: int, n_test: int, target_train: int) -> list[ClipSpec]:
+    """Every clip of one machine type: train source, train target, then the test groups."""
+    mtype = MACHINE_TYPES[machine]
+
+    def group(domain: str, split: str, label: str, count: int) -> list[ClipSpec]:
+        values = mtype.attributes[domain]
+        combos = list(itertools.product(*values.values()))
+        kinds = mtype.anomalies
+        cycle = math.lcm(len(combos), len(kinds))
+        specs = []
+        for i in range(count):
+            attrs = tuple(zip(values, combos[i % len(combos)], strict=True))
+            # Faults cycle fast; shifting the cycle by one every lcm(combinations, kinds) clips
+            # makes every combination meet every fault kind.
+            kind = kinds[(i + i // cycle) % len(kinds)] if label == "anomaly" else None
+            specs.append(ClipSpec(machine, domain, split, label, i, attrs, kind))
+        return specs
+
+    per_group = n_test // 4
+    specs = group("source", "train", "normal", n_train - target_train)
+    specs += group("target", "train", "normal", target_train)
+    for domain, label in itertools.product(("source", "target"), ("normal", "anomaly")):
+        specs += group(domain, "test", label, per_group)
+    return specs
+
+
+def render(
+    spec: ClipSpec, seconds: float, sample_rate: int, difficulty: float, seed: int
+) -> np.ndarray:
+    """The clip's samples: float64 (n,) in [-1, 1], n = round(seconds * sample_rate)."""
+    rng = clip_rng(seed, spec)
     mtype = MACHINE_TYPES[spec.machine]
-    values = mtype.source if spec.domain == "source" else mtype.target
-    attrs = {k: str(rng.choice(v)) for k, v in values.items()}
-    n = int(round(seconds * sr))
-    fault_kind = str(rng.choice(mtype.faults)) if spec.label == "anomaly" else None
-    normal, fault = mtype.physics(rng, n, sr, attrs, fault_kind)
-    signal = normal / (normal.std() + 1e-12)
-    if fault_kind is not None:
-        gain = 10 ** (fault_gain_db(difficulty) / 20)
-        signal = signal + gain * fault / (fault.std() + 1e-12)
-
-    # Background: factory hum + coloured noise; the target domain is noisier and browner.
-    if spec.domain == "source":
-        snr_db, colour = rng.uniform(8, 12), rng.uniform(0.8, 1.2)
-    else:
-        snr_db, colour = rng.uniform(4, 8), rng.uniform(1.3, 1.7)
-    noise = colored_noise(rng, n, sr, colour) + 0.3 * harmonics(
-        rng, n, sr, 50.0, np.array([1.0, 0.5, 0.3])
-    )
-    noise /= noise.std() + 1e-12
-    x = signal / (signal.std() + 1e-12) + 10 ** (-snr_db / 20) * noise
-
-    # Microphone coloration: a gentle random tilt and one broad bump/dip (+-1.5 dB).
-    tilt, bump_f, bump_db = rng.uniform(-1.5, 1.5), rng.uniform(500, 5000), rng.uniform(-1.5, 1.5)
-
-    def mic(f: np.ndarray) -> np.ndarray:
-        octaves = np.log2(np.maximum(f, 50.0) / 1000.0)
-        bump = bump_db * np.exp(-0.5 * (octaves - np.log2(bump_f / 1000.0)) ** 2)
-        return 10 ** ((tilt * octaves / 4 + bump) / 20)
-
-    spec_x = np.fft.rfft(x) * mic(np.fft.rfftfreq(n, 1 / sr))
-    x = np.fft.irfft(spec_x, n)
-    level = 10 ** (rng.uniform(*LEVEL_DBFS) / 20)
-    x = x / (np.sqrt(np.mean(x**2)) + 1e-12) * level
-    x = np.clip(x, -1.0, 1.0).astype(np.float32)
-    name = (
-        f"section_00_{spec.domain}_{spec.split}_{spec.label}_{spec.index:04d}_"
-        f"{format_attributes(attrs)}.wav"
-    )
-    return name, attrs, x
+    ratio_db = fault_ratio_db(difficulty) + mtype.fault_db
+    ratio_db += rng.uniform(-FAULT_DB_SPREAD, FAULT_DB_SPREAD)
+    x = mtype.generate(rng, seconds, sample_rate, dict(spec.attributes), spec.anomaly, ratio_db)
+    n = n_samples(seconds, sample_rate)
+    noise = background(rng, n, sample_rate, spec.domain)
+    # The background is set relative to the machine as heard (fault included), so the SNR does
+    # not depend on the label.
+    x = x + noise * max(rms(x), 1e-6) * 10.0 ** (-snr_db(rng, spec.domain) / 20.0)
+    x = microphone(rng, x, sample_rate)
+    # Level matching: every clip gets an RMS drawn from one range, whatever its label.
+    level = 10.0 ** (rng.uniform(*LEVEL_DBFS) / 20.0)
+    r = rms(x)
+    x = x * (level / r) if r > 0 else x
+    return np.clip(x, -1.0, 1.0)
 
 
-def _write_one(args: tuple[ClipSpec, Path, float, int, float]) -> tuple[str, str, dict[str, str]]:
-    spec, folder, seconds, sr, difficulty = args
-    name, attrs, x = _render(spec, seconds, sr, difficulty)
-    path = folder / spec.split / name
-    tmp = path.with_name(f".{name}.tmp")
-    sf.write(tmp, x, sr, subtype="PCM_16", format="WAV")
+def write_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM atomically: a hidden temp file in the same folder, then a rename, so an
+    interrupted run never leaves a half-written WAV under the final name."""
+    tmp = path.with_name(f".{path.name}.part")
+    sf.write(tmp, x, sample_rate, subtype="PCM_16", format="WAV")
     os.replace(tmp, path)
-    return spec.machine, f"{spec.machine}/{spec.split}/{name}", attrs
 
 
-def _validate(machines, n_train, n_test, seconds, sample_rate, difficulty, target_train):
+def attributes_csv(specs: Sequence[ClipSpec]) -> str:
+    """DCASE-style ``attributes_00.csv`` text: ``file_name,d1p,d1v,d2p,d2v,...``."""
+    width = max((len(s.attributes) for s in specs), default=0)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file_name"] + [f"d{i}{c}" for i in range(1, width + 1) for c in "pv"])
+    for s in specs:
+        cells = [v for pair in s.attributes for v in pair]
+        w.writerow([s.relpath] + cells + [""] * (2 * width - len(cells)))
+    return buf.getvalue()
+
+
+def _check(
+    machines: Sequence[str],
+    n_train: int,
+    n_test: int,
+    seconds: float,
+    sample_rate: int,
+    difficulty: float,
+    seed: int,
+    target_train: int | None,
+) -> None:
+    """Raise ValueError, naming the argument, for anything :func:`synthesize` cannot honour."""
     unknown = [m for m in machines if m not in MACHINE_TYPES]
     if unknown or not machines:
+        what = f"unknown machine type(s) {', '.join(map(repr, unknown))}" if unknown else "none"
+        raise ValueError(f"machines: {what}; known: {', '.join(MACHINES)}")
+    if not isinstance(n_train, int) or n_train < 1:
+        raise ValueError(f"n_train must be an integer >= 1 (got {n_train!r})")
+    if not isinstance(n_test, int) or n_test < 4 or n_test % 4:
         raise ValueError(
-            f"--machines: unknown machine type(s) {', '.join(unknown) or '(none given)'}; "
-            f"known: {', '.join(MACHINES)}"
+            f"n_test must be a multiple of 4 and >= 4, for balanced normal/anomaly x "
+            f"source/target groups (got {n_test!r})"
         )
-    if n_train < 1:
-        raise ValueError(f"--train must be at least 1 (got {n_train})")
-    if n_test < 4:
-        raise ValueError(
-            f"--test must be at least 4, one per normal/anomaly x domain (got {n_test})"
-        )
-    if seconds <= 0:
-        raise ValueError(f"--seconds must be positive (got {seconds})")
-    if sample_rate < 4000:
-        raise ValueError(f"--sample-rate must be at least 4000 Hz (got {sample_rate})")
-    if not 0 <= difficulty <= 1:
-        raise ValueError(f"--difficulty must be between 0 and 1 (got {difficulty})")
-    if target_train is not None and not 0 <= target_train <= n_train:
-        raise ValueError(f"--target-train must be between 0 and --train (got {target_train})")
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"seconds must be a positive number (got {seconds!r})")
+    if not isinstance(sample_rate, int) or sample_rate < 8000:
+        raise ValueError(f"sample_rate must be an integer >= 8000 Hz (got {sample_rate!r})")
+    if not (isinstance(difficulty, int | float) and 0.0 <= difficulty <= 1.0):
+        raise ValueError(f"difficulty must be between 0 and 1 (got {difficulty!r})")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0 (got {seed!r})")
+    if target_train is not None and (
+        not isinstance(target_train, int) or not 0 <= target_train <= n_train
+    ):
+        raise ValueError(f"target_train must be between 0 and n_train (got {target_train!r})")
 
 
 def synthesize(
@@ -158,69 +232,97 @@ def synthesize(
     seed: int = 0,
     target_train: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    workers: int | None = None,
 ) -> SynthSummary:
     """Write a synthetic dataset in the DCASE 2023 layout under ``out``.
 
-    ``n_train`` normal training clips per machine, of which ``target_train`` (default 1 %, at
-    least 1, like DCASE's 990/10) are target domain; ``n_test`` test clips per machine split
-    evenly over normal/anomaly x source/target. Same arguments, byte-identical files.
+    Parameters
+    ----------
+    out : folder to write ``<machine>/{train,test}/*.wav`` and ``<machine>/attributes_00.csv``.
+    machines : machine types, a subset of :data:`MACHINES` (a single name is accepted too).
+    n_train : normal training clips per machine, of which ``target_train`` (default 1 %, at
+        least 1, like DCASE's 990 source / 10 target) are target domain.
+    n_test : test clips per machine, a multiple of 4: a quarter each of source normal, source
+        anomaly, target normal and target anomaly.
+    seconds, sample_rate : clip length in s and sample rate in Hz (mono, 16-bit PCM).
+    difficulty : 0 = obvious faults ... 1 = subtle ones (see :func:`fault_ratio_db`).
+    seed : same seed and arguments, byte-identical files.
+    progress : called as ``progress(done, total)`` after each clip.
+
+    Files already in ``out`` under other names (say, from a larger earlier run) are left alone.
+
+    Raises
+    ------
+    ValueError
+        An unknown machine type or an argument out of range; the message names it.
     """
-    machines = list(machines)
-    _validate(machines, n_train, n_test, seconds, sample_rate, difficulty, target_train)
+    machines = [machines] if isinstance(machines, str) else list(dict.fromkeys(machines))
+    _check(machines, n_train, n_test, seconds, sample_rate, difficulty, seed, target_train)
     t0 = time.perf_counter()
     n_target = max(1, round(n_train / 100)) if target_train is None else target_train
-    per_group = n_test // 4
-    jobs = []
-    summary = SynthSummary(Path(out))
-    for m in machines:
-        folder = Path(out) / m
-        (folder / "train").mkdir(parents=True, exist_ok=True)
-        (folder / "test").mkdir(parents=True, exist_ok=True)
-        specs = [
-            ClipSpec(m, "source", "train", "normal", i, seed) for i in range(n_train - n_target)
-        ]
-        specs += [ClipSpec(m, "target", "train", "normal", i, seed) for i in range(n_target)]
-        for domain in ("source", "target"):
-            for label in ("normal", "anomaly"):
-                specs += [ClipSpec(m, domain, "test", label, i, seed) for i in range(per_group)]
-        summary.counts[m] = {
-            "train_source": n_train - n_target,
-            "train_target": n_target,
-            "test_source_normal": per_group,
-            "test_source_anomaly": per_group,
-            "test_target_normal": per_group,
-            "test_target_anomaly": per_group,
-        }
-        jobs += [(s, folder, seconds, sample_rate, difficulty) for s in specs]
+    n_target = min(n_target, n_train)
+    out = Path(out)
 
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if len(jobs) * seconds > 200 else 1
-    rows: dict[str, list[tuple[str, dict[str, str]]]] = {m: [] for m in machines}
+    plans = {m: plan(m, n_train, n_test, n_target) for m in machines}
+    jobs = []
+    for machine, specs in plans.items():
+        for split in ("train", "test"):
+            folder = out / machine / split
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob(".*.wav.part"):  # left by an interrupted run
+                stale.unlink()
+        jobs += [
+            (spec, out / spec.relpath, seconds, sample_rate, difficulty, seed) for spec in specs
+        ]
+
+    workers = _workers(len(jobs) * seconds)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = pool.map(_write_one, jobs, chunksize=8)
-            for i, (m, rel, attrs) in enumerate(results, 1):
-                rows[m].append((rel, attrs))
-                if progress:
+        # Forked, not spawned: spawn would re-import the caller's __main__, which breaks scripts
+        # without a main guard. The workers only run numpy, scipy and soundfile.
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            done = pool.map(_make, jobs, chunksize=4)
+            for i, _ in enumerate(done, start=1):
+                if progress is not None:
                     progress(i, len(jobs))
     else:
-        for i, job in enumerate(jobs, 1):
-            m, rel, attrs = _write_one(job)
-            rows[m].append((rel, attrs))
-            if progress:
+        for i, job in enumerate(jobs, start=1):
+            _make(job)
+            if progress is not None:
                 progress(i, len(jobs))
 
-    for m, items in rows.items():
-        lines = []
-        width = max(len(a) for _, a in items)
-        header = ["file_name"] + [f"d{i}{c}" for i in range(1, width + 1) for c in "pv"]
-        for rel, attrs in items:
-            cells = [rel] + [x for kv in attrs.items() for x in kv]
-            lines.append(",".join(cells + [""] * (len(header) - len(cells))))
-        csv_path = Path(out) / m / "attributes_00.csv"
-        tmp = csv_path.with_name(".attributes_00.csv.tmp")
-        tmp.write_text(",".join(header) + "\n" + "\n".join(lines) + "\n")
+    for machine, specs in plans.items():
+        csv_path = out / machine / f"attributes_{SECTION}.csv"
+        tmp = csv_path.with_name(f".{csv_path.name}.part")
+        tmp.write_text(attributes_csv(specs), encoding="utf-8")
         os.replace(tmp, csv_path)
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    counts = {machine: _count(specs) for machine, specs in plans.items()}
+    return SynthSummary(out=out, counts=counts, seconds=time.perf_counter() - t0)
+
+
+def _make(job: tuple[ClipSpec, Path, float, int, float, int]) -> None:
+    """Render and write one clip (a top-level function, so worker processes can run it)."""
+    spec, path, seconds, sample_rate, difficulty, seed = job
+    write_wav(path, render(spec, seconds, sample_rate, difficulty, seed), sample_rate)
+
+
+def _workers(audio_seconds: float) -> int:
+    """Worker processes for a job of ``audio_seconds`` of audio: 1 (no pool) for small jobs,
+    where starting processes would cost more than it saves; else one per usable core, up to 8."""
+    if (
+        audio_seconds < PARALLEL_MIN_SECONDS
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 8))
+
+
+def _count(specs: Sequence[ClipSpec]) -> dict[str, int]:
+    keys = ["train_source", "train_target"] + [
+        f"test_{d}_{lab}" for d in ("source", "target") for lab in ("normal", "anomaly")
+    ]
+    counts = dict.fromkeys(keys, 0)
+    for s in specs:
+        key = f"train_{s.domain}" if s.split == "train" else f"test_{s.domain}_{s.label}"
+        counts[key] += 1
+    return counts
