@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from asdcli.errors import DataError
 from asdcli.features import logmel, min_samples
 from asdcli.naming import parse_path
 from asdcli.settings import FeatureSettings
-from asdcli.store import ClipRecord, StoreWriter
+from asdcli.store import ClipRecord, StoreWriter, ctrl_c_held
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,33 @@ def discover(paths: Sequence[Path]) -> list[Path]:
             "<machine>/test/*.wav (or run `asd synth data` for a synthetic set)."
         )
     return sorted(found)
+
+
+def duplicate_warnings(paths: Iterable[str]) -> list[str]:
+    """Notes on clips of one machine type and split that share a file name across folders.
+
+    DCASE submission files name clips by file name only, so ``asd score`` refuses to write two
+    such clips into one file; featurize only warns (one note per pair of folders).
+    """
+    folders: dict[tuple[str, str, str], list[str]] = {}
+    for p in sorted(paths):
+        info = parse_path(PurePath(p))
+        folders.setdefault((info.machine, info.split, info.name), []).append(
+            str(PurePath(p).parent)
+        )
+    by_pair: dict[tuple[str, str, str, str], list[str]] = {}
+    for (machine, split, name), dirs in folders.items():
+        if len(dirs) > 1:
+            by_pair.setdefault((machine, split, dirs[0], dirs[1]), []).append(name)
+    notes = []
+    for (machine, split, a, b), names in sorted(by_pair.items()):
+        names.sort()
+        more = f" (and {len(names) - 1} more name(s))" if len(names) > 1 else ""
+        notes.append(
+            f"{machine} {split}: {names[0]}{more} is in both {a} and {b}; `asd score` will not "
+            "put both in one submission file: score one folder with --data FOLDER."
+        )
+    return notes
 
 
 def layout_warnings(files: Sequence[Path]) -> list[str]:
@@ -199,6 +226,8 @@ def featurize(
     progress : called as ``progress(done, total)`` after each clip.
 
     A KeyboardInterrupt commits the clips finished so far, sets ``interrupted`` and returns.
+    Clips of one machine type and split with the same file name in different folders (in this
+    call or already in the store) are noted in ``warnings``.
     """
     t0 = time.perf_counter()
     files = discover(paths)
@@ -206,29 +235,65 @@ def featurize(
     summary = FeaturizeSummary(store=store, key=key, warnings=layout_warnings(files))
     if workers == 0:
         workers = os.cpu_count() or 1
-    settings_json = features.model_dump_json()
-    infos = {str(f): parse_path(f) for f in files}
+    names = {f.name for f in files}
+    saved: list[str] = []  # stored clips that share a name with one of ``files``
+    try:
+        with StoreWriter(store, key, features.model_dump(mode="json"), batch_clips) as writer:
+            stored = writer.known()
+            saved.extend(p for p in stored if PurePath(p).name in names)
+            _add_clips(
+                writer,
+                files,
+                {} if force else stored,
+                summary,
+                saved,
+                features=features,
+                workers=workers,
+                strict=strict,
+                progress=progress,
+            )
+    except KeyboardInterrupt:  # e.g. during the final commit, which the writer completes first
+        summary.interrupted = True
+    summary.warnings.extend(duplicate_warnings(set(saved)))
+    summary.seconds = time.perf_counter() - t0
+    return summary
 
-    with StoreWriter(store, key, features.model_dump(mode="json"), batch_clips) as writer:
-        known = {} if force else writer.known()
-        todo: list[str] = []
-        stats: dict[str, os.stat_result] = {}
-        for f in files:
-            path = str(f)
-            st = f.stat()
-            stats[path] = st
-            counts = summary.machines.setdefault(infos[path].machine, MachineCounts())
-            if known.get(path) == (st.st_size, st.st_mtime_ns):
-                counts.clips += 1
-                counts.cached += 1
-            else:
-                todo.append(path)
-        done = len(files) - len(todo)
-        if progress:
-            progress(done, len(files))
-        results = _results(todo, settings_json, workers)
-        try:
-            for path, facts, result in results:
+
+def _add_clips(
+    writer: StoreWriter,
+    files: list[Path],
+    known: dict[str, tuple[int, int]],
+    summary: FeaturizeSummary,
+    saved: list[str],
+    *,
+    features: FeatureSettings,
+    workers: int,
+    strict: bool,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """The loop of :func:`featurize`: clips in ``known`` unchanged are counted as cached, the
+    others computed and added to ``writer``; paths cached or added are appended to ``saved``."""
+    infos = {str(f): parse_path(f) for f in files}
+    todo: list[str] = []
+    stats: dict[str, os.stat_result] = {}
+    for f in files:
+        path = str(f)
+        st = f.stat()
+        stats[path] = st
+        counts = summary.machines.setdefault(infos[path].machine, MachineCounts())
+        if known.get(path) == (st.st_size, st.st_mtime_ns):
+            counts.clips += 1
+            counts.cached += 1
+            saved.append(path)
+        else:
+            todo.append(path)
+    done = len(files) - len(todo)
+    if progress:
+        progress(done, len(files))
+    results = _results(todo, features.model_dump_json(), workers)
+    try:
+        for path, facts, result in results:
+            with ctrl_c_held():  # a clip is added and counted whole, or not at all
                 counts = summary.machines[infos[path].machine]
                 if isinstance(result, str):
                     if strict:
@@ -249,6 +314,7 @@ def featurize(
                     writer.add(rec, result)
                     counts.clips += 1
                     counts.new += 1
+                    saved.append(path)
                     if facts["sample_rate"] != features.sample_rate:
                         rate = facts["sample_rate"]
                         summary.resampled[rate] = summary.resampled.get(rate, 0) + 1
@@ -257,9 +323,7 @@ def featurize(
                 done += 1
                 if progress:
                     progress(done, len(files))
-        except KeyboardInterrupt:
-            summary.interrupted = True  # the writer commits what is finished on exit
-        finally:
-            results.close()  # stops the worker pool now, not when garbage-collected
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    except KeyboardInterrupt:
+        summary.interrupted = True  # the writer commits what is finished on exit
+    finally:
+        results.close()  # stops the worker pool now, not when garbage-collected

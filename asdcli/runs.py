@@ -14,7 +14,9 @@ Layout of ``runs/<UTC time>_<detector>/``::
 
 ``manifest["status"]`` is ``running`` while training, ``complete`` at the end, ``incomplete``
 after Ctrl-C or a failure (the best weights so far are kept). Only a complete run is scored
-unless the user insists.
+unless the user insists. A process killed outright (kill -9, power loss) cannot update its
+manifest: :func:`load_run` reports a ``running`` run as ``incomplete`` when the manifest's
+``hostname`` is this host and its ``pid`` (with its start time, against pid reuse) is gone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from asdcli.files import read_json, write_json
 
 RUN_LAYOUT_VERSION = 1
 MANIFEST = "manifest.json"
+DEAD_PROCESS_REASON = "training process ended without finishing"
 
 
 def package_version() -> str:
@@ -129,6 +133,8 @@ def start_run(root: Path, detector: str, manifest: dict[str, Any]) -> Run:
             "status": "running",
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "pid": os.getpid(),
+            "pid_start": process_start(os.getpid()),
+            "hostname": socket.gethostname(),
             "versions": library_versions(),
             "git_commit": git_commit(),
             **manifest,
@@ -136,6 +142,55 @@ def start_run(root: Path, detector: str, manifest: dict[str, Any]) -> Run:
     )
     run.save_manifest()
     return run
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc); None where unknown.
+
+    With the pid it names one process: a pid reused by a later process has another start.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _process_gone(pid: int, started: str | None) -> bool:
+    """True when no live process is ``pid`` (started at ``started``, when known) on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        pass
+    except OSError:
+        return False  # cannot tell: keep the manifest's word
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rpartition(")")[2].split()[:1] == ["Z"]:  # a zombie: ended, not yet reaped
+        return True
+    return started is not None and process_start(pid) not in (None, started)
+
+
+def _check_still_running(run: Run) -> None:
+    """A ``running`` run whose training process is gone is reported ``incomplete``.
+
+    Judged only for a manifest written on this host (same hostname): a pid means nothing
+    elsewhere. The manifest on disk is not changed; the run reads as incomplete each time.
+    """
+    m = run.manifest
+    pid = m.get("pid")
+    if m.get("status") != "running" or m.get("hostname") != socket.gethostname():
+        return
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+        started = m.get("pid_start")
+        if _process_gone(pid, started if isinstance(started, str) else None):
+            m["status"] = "incomplete"
+            m["reason"] = DEAD_PROCESS_REASON
 
 
 def load_run(path: Path, *, require_complete: bool = True) -> Run:
@@ -158,10 +213,19 @@ def load_run(path: Path, *, require_complete: bool = True) -> Run:
             f"{RUN_LAYOUT_VERSION}); train it again with this version."
         )
     run = Run(path, manifest)
-    if require_complete and run.status != "complete":
+    _check_still_running(run)
+    if require_complete and run.status == "running":
         raise RunError(
-            f"Run {path.name} is {run.status}: its training did not finish. Train again, or "
-            "pass --allow-incomplete to use the best weights it saved."
+            f"Run {path.name} is still running (pid {manifest.get('pid')} on "
+            f"{manifest.get('hostname', '?')}): wait for it to finish, or pass "
+            "--allow-incomplete to use the weights it has saved so far."
+        )
+    if require_complete and run.status != "complete":
+        reason = manifest.get("reason")
+        why = f" ({reason})" if isinstance(reason, str) and reason else ""
+        raise RunError(
+            f"Run {path.name} is {run.status}{why}: its training did not finish. Train again, "
+            "or pass --allow-incomplete to use the best weights it saved."
         )
     return run
 

@@ -9,6 +9,11 @@ For each machine type and section, in ``<run>/scores/`` (or ``--out``):
 
 The run's own feature settings are used, never the current ones: a store without features made
 with those settings is refused (``--data`` featurizes the files with them first).
+
+The submission files name clips by file name only, so two clips of one machine type and section
+with the same name (the same data set featurized from two folders) are refused, not mixed up.
+Clips whose name has no section go to section ``00``. Nothing is written until every machine
+type is scored.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 
 from asdcli.errors import DataError, RunError
 from asdcli.files import read_json, write_csv
+from asdcli.naming import UNKNOWN
 from asdcli.runs import Run, load_run
 from asdcli.settings import FeatureSettings
 from asdcli.store import ClipRecord, FeatureStore
@@ -106,15 +112,28 @@ def score_run(
             f"(it was trained on {', '.join(sorted(trained)) or 'nothing'})."
         )
 
+    _refuse_duplicate_names(scorable, run_dir)
+    for machine in sorted(scorable):  # before anything is written: all or nothing
+        model_dir = run.model_dir(machine)
+        if not model_dir.is_dir():
+            raise RunError(
+                f"Run {run.name} has no model for {machine}: {model_dir} is missing. "
+                "Train again, or restore the folder."
+            )
+
     from asdcli.detectors import get_detector
 
     cls = get_detector(run.detector)
     table: list[list[Any]] = []
+    outputs: list[tuple[str, list[tuple[str, Any]]]] = []
     for machine, recs in sorted(scorable.items()):
         model_dir = run.model_dir(machine)
-        if not model_dir.is_dir():
-            raise RunError(f"Run {run.name} is missing its model folder for {machine}.")
-        det = cls.load(model_dir)
+        try:
+            det = cls.load(model_dir)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise RunError(
+                f"Run {run.name}: the model for {machine} cannot be loaded ({exc}). Train again."
+            ) from None
         if progress:
             progress(machine, 0, len(recs))
         scores = det.score(store.load(key, recs), recs)
@@ -124,26 +143,57 @@ def score_run(
         )
         sections: dict[str, list[tuple[str, float, int]]] = {}
         for r, s, d in zip(recs, scores, decisions, strict=True):
-            section = r.section if r.section != "unknown" else "00"
+            section = _section(r)
             sections.setdefault(section, []).append((r.name, float(s), int(d)))
             table.append([machine, section, r.name, r.path, r.domain, r.label, float(s), int(d)])
         for section, rows in sorted(sections.items()):
             stem = f"{machine}_section_{section}_test.csv"
-            result.files.append(
-                write_csv(result.out / f"anomaly_score_{stem}", [(n, s) for n, s, _ in rows])
-            )
-            result.files.append(
-                write_csv(result.out / f"decision_result_{stem}", [(n, d) for n, _, d in rows])
-            )
+            outputs.append((f"anomaly_score_{stem}", [(n, s) for n, s, _ in rows]))
+            outputs.append((f"decision_result_{stem}", [(n, d) for n, _, d in rows]))
         result.counts[machine] = len(recs)
         if progress:
             progress(machine, len(recs), len(recs))
+    # Written only once every machine is scored: a failure leaves the old files as they were.
+    for name, pairs in outputs:
+        result.files.append(write_csv(result.out / name, pairs))
     write_csv(
         result.out / "scores.csv",
         table,
         header=["machine", "section", "file", "path", "domain", "label", "score", "decision"],
     )
     return result
+
+
+def _section(record: ClipRecord) -> str:
+    """The section of the submission file a clip goes to (names without one: ``00``)."""
+    return record.section if record.section != UNKNOWN else "00"
+
+
+def _refuse_duplicate_names(by_machine: dict[str, list[ClipRecord]], run_dir: Path) -> None:
+    """A submission file names clips by file name only: two clips of one file must differ.
+
+    Raises
+    ------
+    DataError
+        Naming one duplicate and its two folders, e.g. when the store holds two copies of a
+        data set featurized from different folders.
+    """
+    for machine, recs in sorted(by_machine.items()):
+        seen: dict[tuple[str, str], ClipRecord] = {}
+        dups: list[tuple[ClipRecord, ClipRecord]] = []
+        for r in recs:
+            first = seen.setdefault((_section(r), r.name), r)
+            if first is not r:
+                dups.append((first, r))
+        if dups:
+            a, b = dups[0]
+            more = f" ({len(dups)} clip names in all)" if len(dups) > 1 else ""
+            raise DataError(
+                f"{machine} section {_section(a)}: clip name {a.name} is in both "
+                f"{Path(a.path).parent} and {Path(b.path).parent}{more}; one submission file "
+                f"cannot hold both.\nScore one folder with `asd score {run_dir} --data FOLDER`, "
+                "or featurize each folder into its own --store."
+            )
 
 
 def _thresholds(run: Run) -> dict[str, float]:

@@ -204,6 +204,20 @@ def _env_layer() -> dict[str, str]:
     return flat
 
 
+def _env_parse_problem() -> str | None:
+    """Name the ASD_ variable whose value should be JSON (a list or mapping) but is not."""
+    defaults = _flatten(Settings.model_construct().model_dump(mode="json"))
+    for key, value in _env_layer().items():
+        if isinstance(defaults.get(key), list | dict):
+            try:
+                json.loads(value)
+            except ValueError:
+                name = ENV_PREFIX + key.upper().replace(".", "__")
+                example = json.dumps(defaults[key])
+                return f"{name} = {value!r}: expected a JSON value like '{example}'."
+    return None
+
+
 def _describe(errors: list[Any], origin: dict[str, str], given: dict[str, Any]) -> list[str]:
     lines = []
     for err in errors:
@@ -261,7 +275,7 @@ def load_settings(
         lines = _describe(exc.errors(), origin, given)
         raise SettingsError("Invalid settings:\n  " + "\n  ".join(lines)) from None
     except _PydanticSettingsError as exc:
-        raise SettingsError(f"Invalid ASD_ environment variable: {exc}") from None
+        raise SettingsError(_env_parse_problem() or f"Invalid ASD_ variable: {exc}") from None
     finally:
         _YAML_LAYER.reset(token)
 

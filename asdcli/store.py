@@ -18,8 +18,9 @@ Safety. The live file is never modified in place: a writer appends finished clip
 folder (``features.h5.journal/``, each batch written whole and renamed into place), and commits
 by writing a new file beside the store and renaming it over the old one. A writer killed at any
 moment therefore leaves the old store intact and its finished batches in the journal; the next
-writer merges them first. One writer at a time holds ``features.h5.lock`` (an advisory lock the
-OS drops when the process dies); a second one fails at once with a clear message.
+writer merges them first. Ctrl-C during a commit is held until the commit is done. One writer
+at a time holds ``features.h5.lock`` (an advisory lock the OS drops when the process dies); a
+second one fails at once with a clear message.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -251,6 +254,28 @@ class StoreLocked(StoreError):
     pass
 
 
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it: the block is not cut short.
+
+    Only in the main thread (where Python handles signals); elsewhere the block runs as is.
+    The store is safe either way (a cut commit leaves the old file and the journal); holding
+    the signal keeps a commit, or a clip and its bookkeeping, whole, so an interrupted command
+    reports exactly what it saved.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+
+
 class StoreWriter:
     """Adds clips of one feature set to a store; use as a context manager.
 
@@ -287,7 +312,8 @@ class StoreWriter:
         try:
             self._cleanup_temp()
             if _journal_batches(self.path):
-                self._merge()
+                with ctrl_c_held():
+                    self._merge()
         except BaseException:
             self._unlock()
             raise
@@ -295,8 +321,9 @@ class StoreWriter:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self.flush()
-            self._merge()
+            with ctrl_c_held():
+                self.flush()
+                self._merge()
         finally:
             self._unlock()
 
