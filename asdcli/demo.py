@@ -71,6 +71,10 @@ def run_demo(out: Path, console: Console, err: Console) -> list[Path]:
     )
     console.print(comparison_table(comparison))
     console.print(
+        f"AUC-t (target normals vs all anomalies) is the hard part: each machine had only "
+        f"{N_TARGET} target-domain training clips out of {N_TRAIN}, as in DCASE's first-shot task."
+    )
+    console.print(
         f"Done in {time.perf_counter() - t0:.0f} s. Figures: {runs_root}/*/figures/ and "
         f"{runs_root / 'comparison.png'}; ranking: {runs_root / 'report.md'}."
     )
