@@ -28,6 +28,9 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own: usage, exit codes
             raise
+        except KeyboardInterrupt:
+            err.print("Interrupted.")
+            raise typer.Exit(130) from None
         except UserError as exc:
             if state.log_level == "DEBUG":
                 traceback.print_exc()
@@ -482,6 +485,11 @@ def _resolve_run(run: Path | None, latest: bool, runs_root: Path) -> Path:
 def _print_score(result: Any) -> None:
     for m, n in result.skipped_machines.items():
         err.print(f"[yellow]warning:[/] {n} clip(s) of {m} not scored: the run has no {m} model")
+    if result.replaced:
+        err.print(
+            f"[yellow]note:[/] removed {len(result.replaced)} submission file(s) of an earlier "
+            f"scoring from {result.out}"
+        )
     total = sum(result.counts.values())
     out.print(
         f"Scored {total} clip(s) of {len(result.counts)} machine type(s); "

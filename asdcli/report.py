@@ -158,7 +158,9 @@ def _row(path: Path, run: Run) -> RunRow:
     )
     metrics, reason = _read_metrics(path)
     if metrics is None:
-        row.reason = reason
+        # An unfinished run says why it stopped, which matters more than "not evaluated".
+        stopped = m.get("reason") if run.status != "complete" else None
+        row.reason = f"{run.status}: {stopped}" if isinstance(stopped, str) and stopped else reason
         return row
     row.evaluated = True
     row.official_score = _number(metrics.get("official_score"))

@@ -7,6 +7,10 @@ For each machine type and section, in ``<run>/scores/`` (or ``--out``):
   score above the run's threshold for that machine);
 * ``scores.csv``: every clip with its machine, section, path, domain, label, score, decision.
 
+The folder holds the latest scoring only: submission files an earlier call left there for other
+machines or sections are removed (and reported), so `asd evaluate` never mixes two scorings.
+A folder given with ``out`` is left as it is, apart from the files written.
+
 The run's own feature settings are used, never the current ones: a store without features made
 with those settings is refused (``--data`` featurizes the files with them first).
 
@@ -40,6 +44,7 @@ class ScoreResult:
     files: list[Path] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # machine -> clips scored
     skipped_machines: dict[str, int] = field(default_factory=dict)  # no model -> clips
+    replaced: list[Path] = field(default_factory=list)  # earlier submission files removed
 
 
 def _run_features(run: Run) -> FeatureSettings:
@@ -156,6 +161,17 @@ def score_run(
     # Written only once every machine is scored: a failure leaves the old files as they were.
     for name, pairs in outputs:
         result.files.append(write_csv(result.out / name, pairs))
+    # The folder holds one scoring: submission files of an earlier call on other clips would be
+    # mixed into `asd evaluate`, so they go (and the CLI says so).
+    # Only in the run's own scores/ folder: a folder given with --out is the user's.
+    stale = [
+        p
+        for p in sorted(result.out.glob("*_section_*_test.csv"))
+        if p not in result.files and p.name.startswith(("anomaly_score_", "decision_result_"))
+    ]
+    for p in stale if out is None else []:
+        p.unlink()
+        result.replaced.append(p)
     write_csv(
         result.out / "scores.csv",
         table,

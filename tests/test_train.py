@@ -179,3 +179,19 @@ def test_cli_train_list_and_train_then_score_latest(settings):
     r = runner.invoke(app, ["score", "--latest"], env=env)
     assert r.exit_code == 0, r.output
     assert (run / "scores" / "anomaly_score_bearing_section_00_test.csv").is_file()
+
+
+def test_rescoring_other_clips_leaves_only_the_latest_submission_files(settings, dataset):
+    run = train(settings, "lof").run.path
+    first = score_run(run, settings.paths.store)
+    assert {p.name for p in first.files} >= {"anomaly_score_bearing_section_00_test.csv"}
+    second = score_run(run, settings.paths.store, data=[dataset / "fan" / "test"])
+    names = {p.name for p in second.out.glob("*_test.csv")}
+    assert names == {
+        "anomaly_score_fan_section_00_test.csv",
+        "decision_result_fan_section_00_test.csv",
+    }
+    assert {p.name for p in second.replaced} == {
+        "anomaly_score_bearing_section_00_test.csv",
+        "decision_result_bearing_section_00_test.csv",
+    }
