@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -88,6 +89,10 @@ def _root(
 ) -> None:
     state.config = config
     state.log_level = log_level.upper()
+    # Library warnings (e.g. a store with unmerged batches) as one plain line each.
+    warnings.showwarning = lambda message, *args, **kwargs: err.print(
+        f"[yellow]warning:[/] {message}", highlight=False
+    )
     logging.basicConfig(
         level=getattr(logging, state.log_level, logging.WARNING),
         format="%(levelname)s %(name)s: %(message)s",
@@ -489,6 +494,11 @@ def _print_score(result: Any) -> None:
         err.print(
             f"[yellow]note:[/] removed {len(result.replaced)} submission file(s) of an earlier "
             f"scoring from {result.out}"
+        )
+    if result.metrics_set_aside:
+        err.print(
+            f"[yellow]note:[/] the earlier metrics of this run were moved to "
+            f"{result.metrics_set_aside[0].name}; run `asd evaluate` for the new scores"
         )
     total = sum(result.counts.values())
     out.print(

@@ -22,6 +22,7 @@ type is scored.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class ScoreResult:
     counts: dict[str, int] = field(default_factory=dict)  # machine -> clips scored
     skipped_machines: dict[str, int] = field(default_factory=dict)  # no model -> clips
     replaced: list[Path] = field(default_factory=list)  # earlier submission files removed
+    metrics_set_aside: list[Path] = field(default_factory=list)  # metrics of the last scoring
 
 
 def _run_features(run: Run) -> FeatureSettings:
@@ -172,6 +174,14 @@ def score_run(
     for p in stale if out is None else []:
         p.unlink()
         result.replaced.append(p)
+    if out is None:
+        # Metrics of the previous scoring no longer describe these scores: keep them aside.
+        for name in ("metrics.json", "metrics.csv"):
+            old_metrics = run.path / name
+            if old_metrics.is_file():
+                aside = old_metrics.with_name(name.replace("metrics.", "metrics.previous."))
+                os.replace(old_metrics, aside)
+                result.metrics_set_aside.append(aside)
     write_csv(
         result.out / "scores.csv",
         table,

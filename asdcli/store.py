@@ -32,6 +32,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -156,8 +157,10 @@ class FeatureStore:
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        with _open(self.path):
-            pass
+        with _open(self.path) as f:
+            # Each commit writes a new file with a new generation; records (with their frame
+            # offsets) read from one generation must not index the frames of another.
+            self._generation = f.attrs.get("generation")
         pending = _journal_batches(self.path)
         if pending:
             warnings.warn(
@@ -186,9 +189,17 @@ class FeatureStore:
         with _open(self.path) as f:
             return f"features/{key}" in f
 
+    def _check_generation(self, f: h5py.File) -> None:
+        if f.attrs.get("generation") != self._generation:
+            raise StoreError(
+                f"{self.path} was rewritten by another featurize while this command read it; "
+                "run the command again."
+            )
+
     def clips(self, key: str) -> list[ClipRecord]:
         """Every clip of feature set ``key``, in storage order."""
         with _open(self.path) as f:
+            self._check_generation(f)
             if f"features/{key}" not in f:
                 return []
             return _read_table(f[f"features/{key}/clips"])
@@ -196,7 +207,10 @@ class FeatureStore:
     def load(self, key: str, records: Sequence[ClipRecord]) -> list[np.ndarray]:
         """Features of ``records`` (from :meth:`clips`): a list of float32 (n_mels, frames)."""
         out: list[np.ndarray] = []
+        if not records:
+            return out
         with _open(self.path) as f:
+            self._check_generation(f)
             frames = f[f"features/{key}/frames"]
             for start, stop, group in _runs(records):
                 block = frames[start:stop]
@@ -311,6 +325,8 @@ class StoreWriter:
         self._lock()
         try:
             self._cleanup_temp()
+            if not self.path.exists():
+                self._write_empty()
             if _journal_batches(self.path):
                 with ctrl_c_held():
                     self._merge()
@@ -357,6 +373,16 @@ class StoreWriter:
         if jdir.is_dir():
             for tmp in jdir.glob("*.tmp"):
                 tmp.unlink(missing_ok=True)
+
+    def _write_empty(self) -> None:
+        """A valid store with no clips yet: from the first moment on, the file opens."""
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["layout_version"] = LAYOUT_VERSION
+            f.attrs["generation"] = uuid.uuid4().hex
+            f.create_group("features")
+        os.replace(tmp, self.path)
 
     # -- what is there already
     def known(self) -> dict[str, tuple[int, int]]:
@@ -421,6 +447,7 @@ class StoreWriter:
             with h5py.File(tmp, "w") as new:
                 new.attrs["format"] = FORMAT
                 new.attrs["layout_version"] = LAYOUT_VERSION
+                new.attrs["generation"] = uuid.uuid4().hex
                 root = new.create_group("features")
                 old_sets = old["features"] if old is not None else {}
                 for key in sorted(set(old_sets) - set(by_key)):

@@ -114,6 +114,12 @@ def train(
         chosen = list(dict.fromkeys(machines))
     else:
         chosen = sorted(available)
+        untrainable = sorted({r.machine for r in store.clips(key)} - set(available))
+        if untrainable:
+            log.warning(
+                "No training clips for machine %s: it is not trained (it has test clips only).",
+                ", ".join(untrainable),
+            )
         if not chosen:
             raise DataError(
                 f"{settings.paths.store} has no training clips (files in <machine>/train/)."

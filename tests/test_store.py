@@ -159,3 +159,25 @@ def test_truncated_store_other_hdf5_and_other_layout_version(tmp_path):
 def test_missing_store_says_how_to_make_one(tmp_path):
     with pytest.raises(StoreError, match="asd featurize"):
         FeatureStore(tmp_path / "nope.h5")
+
+
+def test_reader_refuses_offsets_from_a_store_rewritten_meanwhile(tmp_path):
+    path = tmp_path / "f.h5"
+    with StoreWriter(path, "k", SETTINGS) as w:
+        w.add(rec(0, 3), feats(0, 3))
+    store = FeatureStore(path)
+    clips = store.clips("k")
+    with StoreWriter(path, "k", SETTINGS) as w:  # another featurize commits a new file
+        w.add(rec(1, 2), feats(1, 2))
+    with pytest.raises(StoreError, match="rewritten by another featurize"):
+        store.load("k", clips)
+    assert len(FeatureStore(path).clips("k")) == 2  # a fresh reader sees the new store
+
+
+def test_a_new_store_exists_and_opens_from_the_writers_first_moment(tmp_path):
+    path = tmp_path / "f.h5"
+    w = StoreWriter(path, "k", SETTINGS).__enter__()
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == "asdcli-features"
+    assert FeatureStore(path).clips("k") == []
+    w.__exit__(None, None, None)
