@@ -150,7 +150,7 @@ def test_kill_9_at_several_moments_then_rerun_matches_uninterrupted(tmp_path):
         "at start": lambda: True,
         "after the first journal batch": lambda: _batches(store) >= 1,
         "mid-way": lambda: _batches(store) >= 12,
-        "while committing": lambda: any(tmp_path.glob("f.h5.tmp-*")),
+        "while committing": lambda: _batches(store) >= 1 and any(tmp_path.glob("f.h5.tmp-*")),
     }
     interrupted = 0
     for ready in moments.values():
