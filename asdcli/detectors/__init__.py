@@ -63,6 +63,23 @@ _REGISTRY: dict[str, tuple[str, str]] = {
         "asdcli.detectors.iforest:IForestDetector",
         "Isolation forest on each clip's per-band mean and std over time",
     ),
+    "gmm": (
+        "asdcli.detectors.gmm:GMMDetector",
+        "Gaussian mixture on each clip's time-pooled log-mel statistics (negative log-likelihood)",
+    ),
+    "vae": (
+        "asdcli.detectors.vae:VAEDetector",
+        "Variational autoencoder on context-frame vectors (negative ELBO or reconstruction error)",
+    ),
+    "emb-knn": (
+        "asdcli.detectors.emb_knn:EmbKNNDetector",
+        "Attribute-classifier CNN (ArcFace, mixup) trained on all machines; cosine k-NN per "
+        "section, min over source and target",
+    ),
+    "ensemble": (
+        "asdcli.detectors.ensemble:EnsembleDetector",
+        "Average of trained runs' scores, each standardised by its own training scores",
+    ),
 }
 
 # Names used by the seed project; they keep working.

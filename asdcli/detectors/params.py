@@ -41,6 +41,25 @@ class TrainParams(Section):
     threshold_percentile: float = Field(
         0.9, gt=0, lt=1, description="Gamma-fit percentile of training scores used as threshold."
     )
+    # Augmentation (training only). null = the detector's own default: off for the
+    # autoencoders, on for emb-knn (its recipe uses mixup and SpecAugment).
+    mixup: float | None = Field(
+        None,
+        ge=0,
+        description="Mixup Beta(alpha, alpha) parameter; 0 = off, null = the detector's default.",
+    )
+    time_mask: int | None = Field(
+        None,
+        ge=0,
+        description="SpecAugment: mask up to this many consecutive frames of each training "
+        "window; 0 = off, null = the detector's default.",
+    )
+    freq_mask: int | None = Field(
+        None,
+        ge=0,
+        description="SpecAugment: mask up to this many consecutive mel bands of each training "
+        "window; 0 = off, null = the detector's default.",
+    )
 
 
 class FCAEParams(Section):
@@ -105,6 +124,71 @@ class DCASEAEParams(Section):
     )
 
 
+class EmbKNNParams(Section):
+    """Auxiliary-classification embedding network + k nearest neighbours (all machines at once)."""
+
+    frames: int = Field(64, ge=8, description="Window length in frames; a clip is windowed.")
+    hop: int | None = Field(None, ge=1, description="Frames between windows; null = frames // 2.")
+    channels: list[int] = Field(
+        default_factory=lambda: [16, 32, 64, 128], description="Channels of the CNN blocks."
+    )
+    embedding: int = Field(128, ge=2, description="Embedding size.")
+    loss: Literal["arcface", "adacos"] = Field(
+        "arcface", description="Angular-margin loss (adacos = sub-cluster AdaCos)."
+    )
+    margin: float = Field(0.2, ge=0, lt=1, description="ArcFace additive angular margin.")
+    scale: float = Field(16.0, gt=0, description="ArcFace logit scale.")
+    sub_clusters: int = Field(4, ge=1, description="AdaCos centres per class.")
+    classes: Literal["attributes", "section"] = Field(
+        "attributes",
+        description="What the network classifies: machine x section x attribute values, or "
+        "machine x section only. Clips without attributes always use machine x section.",
+    )
+    k: int = Field(1, ge=1, description="Neighbours averaged for the cosine distance.")
+    oversample_target: int = Field(
+        0,
+        ge=0,
+        description="SMOTE-style: extra target embeddings interpolated between pairs of target "
+        "training clips of a section (0 = off).",
+    )
+
+
+class GMMParams(Section):
+    """scikit-learn GaussianMixture on time-pooled log-mel statistics per machine type."""
+
+    n_components: int = Field(2, ge=1, description="Mixture components (clipped to n_train).")
+    covariance_type: Literal["full", "tied", "diag", "spherical"] = "diag"
+    reg_covar: float = Field(1e-3, gt=0, description="Added to the covariance diagonal.")
+    pooling: Literal["mean_std", "mean_std_max"] = Field(
+        "mean_std", description="Statistics pooled over time per mel band."
+    )
+
+
+class VAEParams(Section):
+    """Variational autoencoder on vectors of ``context`` consecutive frames."""
+
+    context: int = Field(5, ge=1, description="Frames concatenated into one input vector.")
+    hop: int = Field(1, ge=1, description="Frames between input vectors.")
+    hidden: list[int] = Field(default_factory=lambda: [256, 128], description="Encoder widths.")
+    latent: int = Field(16, ge=1, description="Latent dimension.")
+    beta: float = Field(1.0, ge=0, description="Weight of the KL term in the ELBO.")
+    score: Literal["elbo", "recon"] = Field(
+        "elbo", description="Negative ELBO (deterministic, at the posterior mean) or MSE."
+    )
+    batch_size: int = Field(256, ge=1, description="Vectors per batch.")
+
+
+class EnsembleParams(Section):
+    """Average of member runs' scores, each standardised by its own training scores."""
+
+    members: list[str] = Field(
+        default_factory=list, description="Run folders (or run names under paths.runs)."
+    )
+    weights: list[float] | None = Field(
+        None, description="One weight per member; null = equal weights."
+    )
+
+
 class DetectorParams(Section):
     """One section per detector; keys use underscores (``conv_ae``) where names use dashes."""
 
@@ -114,3 +198,7 @@ class DetectorParams(Section):
     lof: LOFParams = Field(default_factory=LOFParams)
     iforest: IForestParams = Field(default_factory=IForestParams)
     dcase_ae: DCASEAEParams = Field(default_factory=DCASEAEParams)
+    emb_knn: EmbKNNParams = Field(default_factory=EmbKNNParams)
+    gmm: GMMParams = Field(default_factory=GMMParams)
+    vae: VAEParams = Field(default_factory=VAEParams)
+    ensemble: EnsembleParams = Field(default_factory=EnsembleParams)

@@ -7,8 +7,14 @@ Ctrl-C handling, scoring and saving. A subclass says
 * :meth:`~TorchDetector._build_module`: the plain ``nn.Module``;
 * :meth:`~TorchDetector._window`: how a clip becomes windows (length and hop in frames);
 * :meth:`~TorchDetector._to_input`: how a batch of windows becomes the module's input;
-* optionally :meth:`~TorchDetector._errors` (per-window loss, default MSE) and
-  :meth:`~TorchDetector._clip_scores` (default: mean per-window error of each clip).
+* optionally :meth:`~TorchDetector._errors` (per-window loss, default MSE),
+  :meth:`~TorchDetector._clip_scores` (default: mean per-window error of each clip) and
+  :meth:`~TorchDetector._batch_loss` (default: the augmented windows' mean error).
+
+Augmentation (training only, from :class:`~asdcli.detectors.params.TrainParams`, ``None``
+meaning :attr:`~TorchDetector.default_augmentation`): mixup blends two windows with a
+Beta(alpha, alpha) weight and the autoencoder reconstructs the blend; SpecAugment masks random
+runs of frames and mel bands of the input only, so the autoencoder learns to fill them in.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import warnings
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
+
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -85,6 +93,13 @@ class TorchDetector(Detector):
     device_: torch.device
     val_indices_: np.ndarray
 
+    # Augmentation used when TrainParams leaves a setting at None.
+    default_augmentation: ClassVar[dict[str, float]] = {
+        "mixup": 0.0,
+        "time_mask": 0,
+        "freq_mask": 0,
+    }
+
     # --- subclass hooks ------------------------------------------------------------------------
 
     @abstractmethod
@@ -99,9 +114,27 @@ class TorchDetector(Detector):
         """``(B, n_mels, length)`` standardised windows -> the module's input (and target)."""
         return windows
 
-    def _errors(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Per-window loss ``(B,)``: mean squared reconstruction error."""
-        return F.mse_loss(module(x), x, reduction="none").flatten(1).mean(dim=1)
+    def _errors(
+        self, module: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-window loss ``(B,)``: mean squared error between ``module(x)`` and ``target``
+        (default ``x`` itself; training passes the unmasked windows when SpecAugment masks)."""
+        target = x if target is None else target
+        return F.mse_loss(module(x), target, reduction="none").flatten(1).mean(dim=1)
+
+    def _batch_loss(
+        self, module: nn.Module, windows: torch.Tensor, clip_ids: np.ndarray
+    ) -> torch.Tensor:
+        """Training loss (scalar) of a batch of standardised windows ``(B, n_mels, length)``;
+        ``clip_ids`` ``(B,)`` are their clips' indices in the ``fit`` input."""
+        clean, _, _ = self._mixup(windows)
+        noisy = self._spec_augment(clean)
+        return self._errors(module, self._to_input(noisy), self._to_input(clean)).mean()
+
+    def _val_loss(self, windows: WindowSet, clip_ids: np.ndarray) -> float:
+        """Validation loss: mean per-window error of the held-out clips (``clip_ids`` as in
+        :meth:`_batch_loss`, one per clip of ``windows``)."""
+        return float(self._window_errors(windows).mean())
 
     def _batch_size(self) -> int:
         return self.train.batch_size
@@ -119,6 +152,40 @@ class TorchDetector(Detector):
 
     def _set_extra_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`_extra_state` returned."""
+
+    # --- augmentation ------------------------------------------------------------------------
+
+    def augmentation(self) -> dict[str, float]:
+        """The augmentation in effect: ``{"mixup", "time_mask", "freq_mask"}``."""
+        tp = self.train
+        chosen = {"mixup": tp.mixup, "time_mask": tp.time_mask, "freq_mask": tp.freq_mask}
+        return {k: (self.default_augmentation[k] if v is None else v) for k, v in chosen.items()}
+
+    def _mixup(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``(mixed windows, partner index (B,), weight lam)``; ``lam * x + (1 - lam) * x[perm]``.
+        Without mixup: the windows, the identity and 1.0."""
+        alpha = self.augmentation()["mixup"]
+        perm = torch.arange(windows.shape[0], device=windows.device)
+        if alpha <= 0 or windows.shape[0] < 2:
+            return windows, perm, 1.0
+        lam = float(self._aug_rng.beta(alpha, alpha))
+        perm = torch.from_numpy(self._aug_rng.permutation(windows.shape[0])).to(windows.device)
+        return lam * windows + (1.0 - lam) * windows[perm], perm, lam
+
+    def _spec_augment(self, windows: torch.Tensor) -> torch.Tensor:
+        """SpecAugment time and frequency masks on ``(B, n_mels, length)``, one random mask of
+        each kind per window (masked values become 0, the standardised mean)."""
+        aug = self.augmentation()
+        if not (aug["time_mask"] or aug["freq_mask"]):
+            return windows
+        import torchaudio.transforms as T
+
+        x = windows.unsqueeze(1)  # iid masks need (B, channel, freq, time)
+        if aug["time_mask"]:
+            x = T.TimeMasking(int(aug["time_mask"]), iid_masks=True)(x)
+        if aug["freq_mask"]:
+            x = T.FrequencyMasking(int(aug["freq_mask"]), iid_masks=True)(x)
+        return x.squeeze(1)
 
     # --- training ----------------------------------------------------------------------------
 
@@ -157,14 +224,24 @@ class TorchDetector(Detector):
                     f"{self.name} needs at least 2 training windows of {length} frames; "
                     f"got {len(train_ws)} from {len(train_idx)} clip(s)"
                 )
+            self._train_clip_ids, self._val_clip_ids = train_idx, val_idx
+            self._prepare(clips)
             self.module_ = self._build_module(self.n_mels_).to(device)
-            self.n_params_ = sum(p.numel() for p in self.module_.parameters() if p.requires_grad)
+            self.n_params_ = sum(p.numel() for p in self._trainable().parameters())
             self._train_loop(train_ws, val_ws, progress)
             all_ws = WindowSet(std_clips, length, hop)
             self._after_fit(all_ws, clips)
             return self._clip_scores(all_ws, clips)
         finally:
             torch.use_deterministic_algorithms(was_deterministic, warn_only=warn_only)
+
+    def _prepare(self, clips: list[ClipInfo]) -> None:
+        """Called before the module is built, with every training clip (e.g. to derive
+        classes from their names)."""
+
+    def _trainable(self) -> nn.Module:
+        """What the optimiser trains: the module (emb-knn adds its loss head)."""
+        return self.module_
 
     def _train_loop(
         self, train_ws: WindowSet, val_ws: WindowSet | None, progress: Progress | None
@@ -174,24 +251,26 @@ class TorchDetector(Detector):
         before any epoch finished, the partly trained weights are kept)."""
         tp = self.train
         module = self.module_
-        optimiser = torch.optim.Adam(module.parameters(), lr=tp.learning_rate)
+        trainable = self._trainable()
+        optimiser = torch.optim.Adam(trainable.parameters(), lr=tp.learning_rate)
         rng = np.random.default_rng(tp.seed)
+        self._aug_rng = np.random.default_rng(tp.seed + 1)
         best, best_state, waited = np.inf, None, 0
         try:
             for epoch in range(1, tp.epochs + 1):
                 start = time.perf_counter()
-                module.train()
+                trainable.train()
                 loss_sum, seen = 0.0, 0
                 for idx in _batches(rng.permutation(len(train_ws)), self._batch_size()):
-                    x = self._to_input(self._tensor(train_ws.gather(idx)))
-                    loss = self._errors(module, x).mean()
+                    clip_ids = self._train_clip_ids[train_ws.clip_of[idx]]
+                    loss = self._batch_loss(module, self._tensor(train_ws.gather(idx)), clip_ids)
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()
                     loss_sum += loss.item() * len(idx)
                     seen += len(idx)
                 train_loss = loss_sum / seen
-                val_loss = float(self._window_errors(val_ws).mean()) if val_ws else None
+                val_loss = self._val_loss(val_ws, self._val_clip_ids) if val_ws else None
                 row = {
                     "epoch": epoch,
                     "loss": train_loss,
@@ -202,7 +281,9 @@ class TorchDetector(Detector):
                 monitored = train_loss if val_loss is None else val_loss
                 if monitored < best:  # NaN never improves
                     best, waited = monitored, 0
-                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                    best_state = {
+                        k: v.detach().clone() for k, v in trainable.state_dict().items()
+                    }
                 else:
                     waited += 1
                 if progress is not None:
@@ -226,7 +307,8 @@ class TorchDetector(Detector):
             # Ctrl-C: keep what was learned; the caller saves and marks the run incomplete.
             self.interrupted_ = True
         if best_state is not None:
-            module.load_state_dict(best_state)
+            trainable.load_state_dict(best_state)
+        trainable.eval()
         module.eval()
 
     # --- scoring -----------------------------------------------------------------------------
