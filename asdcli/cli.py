@@ -349,6 +349,8 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
 def _train_progress() -> tuple[Any, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from asdcli.train import JOINT
+
     bar = Progress(
         TextColumn("{task.description:<12}"),
         BarColumn(),
@@ -363,7 +365,8 @@ def _train_progress() -> tuple[Any, Any]:
         if event.get("event") == "start":
             tasks[machine] = bar.add_task(machine, total=event["epochs"] or None, losses="")
         elif event.get("event") == "done":
-            task = tasks[machine]
+            # A joint detector (emb-knn) trains once, as "all", then reports each machine done.
+            task = tasks[machine] if machine in tasks else tasks[JOINT]
             bar.update(task, total=max(event["epochs"], 1), completed=max(event["epochs"], 1))
         else:
             val = event.get("val_loss")
@@ -401,6 +404,13 @@ def train(
         list[str] | None,
         typer.Option(
             "--param", "-p", help="Detector hyper-parameter KEY=VALUE (repeatable), see asd config."
+        ),
+    ] = None,
+    members: Annotated[
+        str | None,
+        typer.Option(
+            help="ensemble only: comma-separated runs (folders or names under the runs folder) "
+            "or detector names, e.g. RUN1,RUN2 or lof,gmm."
         ),
     ] = None,
     store: Annotated[
@@ -442,6 +452,12 @@ def train(
         if section != "dcase_ae":
             raise UserError("--score applies to dcase-ae only; other detectors have one score.")
         flags["detectors.dcase_ae.score"] = score_kind
+    if members is not None:
+        if section != "ensemble":
+            raise UserError(
+                "--members applies to ensemble only: `asd train ensemble --members A,B`."
+            )
+        flags["detectors.ensemble.members"] = [m.strip() for m in members.split(",") if m.strip()]
     for name, value in _parse_params(param).items():
         flags[f"detectors.{section}.{name}"] = value
     settings = _settings(**flags)

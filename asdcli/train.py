@@ -1,7 +1,9 @@
 """Training: one detector per machine type on the store's training clips, into a run folder.
 
-Only one machine type's features are in memory at a time. Ctrl-C stops training, keeps the best
-weights of the machine in progress and marks the run ``incomplete``.
+Only one machine type's features are in memory at a time, except for joint detectors
+(emb-knn), which learn from every machine type at once and then save one model per type.
+Ctrl-C stops training, keeps the best weights of the machine in progress and marks the run
+``incomplete``.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from asdcli.errors import DataError, StoreError, UserError
 from asdcli.files import write_csv, write_json, write_text
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 # progress(machine, event): event is a history row {"epoch", "loss", "val_loss", "seconds"},
 # or {"event": "start", "epochs": n} / {"event": "done"} around each machine.
 TrainProgress = Callable[[str, dict[str, Any]], None]
+# The "machine" a joint detector's training progress and history are reported under.
+JOINT = "all"
 
 
 @dataclass
@@ -126,6 +133,8 @@ def train(
             )
 
     params = getattr(settings.detectors, params_key(name))
+    if name == "ensemble":
+        params, chosen = _ensemble_members(settings, params, key, chosen)
     run = start_run(
         settings.paths.runs,
         name,
@@ -148,21 +157,9 @@ def train(
     thresholds: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
-        for machine in chosen:
-            records = available[machine]
-            features = store.load(key, records)
-            det = cls(params, settings.train)
-            if progress:
-                progress(machine, {"event": "start", "epochs": settings.train.epochs})
-
-            def on_epoch(row: dict[str, Any], machine: str = machine) -> None:
-                if progress:
-                    progress(machine, row)
-
-            t_machine = time.perf_counter()
-            det.fit(features, records, progress=on_epoch)
-            seconds = time.perf_counter() - t_machine
-            del features
+        for machine, det, records, seconds in _fitted_models(
+            cls, params, settings, store, key, {m: available[m] for m in chosen}, progress
+        ):
             det.save(run.model_dir(machine))
             fit = fit_gamma_threshold(det.train_scores_, settings.train.threshold_percentile)
             thresholds[machine] = {
@@ -174,10 +171,18 @@ def train(
                 "scale": fit.scale,
                 "note": fit.note,
             }
-            for row in det.history_:
-                history.append(
-                    [machine, row["epoch"], row["loss"], row.get("val_loss"), row["seconds"]]
-                )
+            if not cls.joint or not history:  # a joint model's history is written once
+                history_name = JOINT if cls.joint else machine
+                for row in det.history_:
+                    history.append(
+                        [
+                            history_name,
+                            row["epoch"],
+                            row["loss"],
+                            row.get("val_loss"),
+                            row["seconds"],
+                        ]
+                    )
             for r, s in zip(records, det.train_scores_, strict=True):
                 train_scores.append([machine, r.section, r.domain, r.name, float(s)])
             result.machines[machine] = {
@@ -210,6 +215,123 @@ def train(
     run.manifest["train_seconds"] = round(time.perf_counter() - t0, 3)
     run.save_manifest()
     return result
+
+
+def _ensemble_members(
+    settings: Settings, params: Any, key: str, machines: list[str]
+) -> tuple[Any, list[str]]:
+    """Resolve ``--members``: run names or folders become absolute run paths (complete runs
+    with the current feature settings), detector names stay; keep the machine types every
+    member run has a model for."""
+    from asdcli.detectors import canonical_name
+    from asdcli.runs import load_run
+
+    if not params.members:
+        raise UserError(
+            "ensemble needs members: `asd train ensemble --members RUN1,RUN2` (run folders, run "
+            "names under the runs folder, or detector names such as lof,gmm)."
+        )
+    if params.weights is not None and len(params.weights) != len(params.members):
+        raise UserError(
+            f"{len(params.weights)} ensemble weights for {len(params.members)} members; "
+            "give one weight per member."
+        )
+    resolved: list[str] = []
+    kept = list(machines)
+    for member in params.members:
+        folder = next(
+            (
+                p
+                for p in (Path(member), settings.paths.runs / member)
+                if (p / "manifest.json").is_file()
+            ),
+            None,
+        )
+        if folder is None:
+            try:
+                resolved.append(canonical_name(member))
+            except ValueError:
+                raise UserError(
+                    f"ensemble member {member!r} is neither a run folder (looked in . and "
+                    f"{settings.paths.runs}) nor a detector name; `asd report` lists the runs."
+                ) from None
+            continue
+        run = load_run(folder)  # refuses incomplete runs with a clear message
+        if run.manifest.get("feature_key") != key:
+            raise UserError(
+                f"ensemble member {run.name} was trained on other features (key "
+                f"{run.manifest.get('feature_key')}, current {key}); train the ensemble with "
+                "the member's feature settings (--config "
+                f"{run.path / 'settings.yaml'})."
+            )
+        has = set(run.manifest.get("completed_machines", run.machines))
+        dropped = [m for m in kept if m not in has]
+        if dropped:
+            log.warning(
+                "Ensemble member %s has no model for %s: left out.", run.name, ", ".join(dropped)
+            )
+        kept = [m for m in kept if m in has]
+        resolved.append(str(run.path.resolve()))
+    if not kept:
+        raise DataError(
+            "The ensemble members have no machine type in common with the store's training clips."
+        )
+    return params.model_copy(update={"members": resolved}), kept
+
+
+def _fit_one(
+    det: Any,
+    features: list[Any],
+    records: list[ClipRecord],
+    machine: str,
+    progress: TrainProgress | None,
+) -> None:
+    def on_epoch(row: dict[str, Any]) -> None:
+        if progress:
+            progress(machine, row)
+
+    try:
+        det.fit(features, records, progress=on_epoch)
+    except ValueError as exc:  # data the detector cannot learn from: the user's to fix
+        raise DataError(f"{det.name} cannot train on {machine}: {exc}") from None
+
+
+def _fitted_models(
+    cls: type[Any],
+    params: Any,
+    settings: Settings,
+    store: FeatureStore,
+    key: str,
+    records_of: dict[str, list[ClipRecord]],
+    progress: TrainProgress | None,
+) -> Iterator[tuple[str, Any, list[ClipRecord], float]]:
+    """Yield ``(machine, fitted detector, its training clips, seconds)`` per machine type.
+
+    A per-machine detector holds one machine type's features at a time. A joint one
+    (``cls.joint``, e.g. emb-knn) learns from every machine type at once, so it holds them all;
+    each machine type then gets its own share of the model (:meth:`Detector.restrict`).
+    """
+    if not cls.joint:
+        for machine, records in records_of.items():
+            features = store.load(key, records)
+            det = cls(params, settings.train)
+            if progress:
+                progress(machine, {"event": "start", "epochs": settings.train.epochs})
+            t = time.perf_counter()
+            _fit_one(det, features, records, machine, progress)
+            del features
+            yield machine, det, records, time.perf_counter() - t
+        return
+    everything = [r for records in records_of.values() for r in records]
+    det = cls(params, settings.train)
+    if progress:
+        progress(JOINT, {"event": "start", "epochs": settings.train.epochs})
+    t = time.perf_counter()
+    _fit_one(det, store.load(key, everything), everything, JOINT, progress)
+    seconds = time.perf_counter() - t
+    machine_of = np.array([r.machine for r in everything])
+    for machine, records in records_of.items():
+        yield machine, det.restrict(machine, machine_of == machine), records, seconds
 
 
 def _write_outputs(

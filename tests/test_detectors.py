@@ -46,6 +46,10 @@ SMALL: dict[str, dict] = {
     "dcase-ae": {"hidden": 32, "batch_size": 64},
     "lof": {"n_neighbors": 5},
     "iforest": {"n_estimators": 50},
+    "gmm": {"n_components": 2},
+    "vae": {"hidden": [32, 16], "latent": 4, "batch_size": 64},
+    "emb-knn": {"frames": 16, "channels": [4, 8], "embedding": 16},
+    "ensemble": {"members": ["lof", "gmm"]},
 }
 TRAIN = TrainParams(
     epochs=4, batch_size=16, learning_rate=3e-3, val_split=0.2, patience=5, seed=0, device="cpu"
@@ -200,7 +204,18 @@ def test_wrong_mel_count_is_refused(fitted):
 
 
 def test_registry_names_aliases_and_sections():
-    assert NAMES == ["dcase-ae", "fc-ae", "conv-ae", "lstm-ae", "lof", "iforest"]
+    assert NAMES == [
+        "dcase-ae",
+        "fc-ae",
+        "conv-ae",
+        "lstm-ae",
+        "lof",
+        "iforest",
+        "gmm",
+        "vae",
+        "emb-knn",
+        "ensemble",
+    ]
     assert canonical_name("fc_autoencoder") == "fc-ae"
     assert canonical_name("conv_autoencoder") == "conv-ae"
     assert canonical_name("lstm_autoencoder") == "lstm-ae"

@@ -122,6 +122,9 @@ class Detector(ABC):
 
     name: ClassVar[str]
     params_cls: ClassVar[type[BaseModel]]
+    # True: fit once on every machine type's clips together (``clips`` say which is which),
+    # then :meth:`restrict` gives each machine type its own model to save.
+    joint: ClassVar[bool] = False
 
     n_mels_: int
     norm_mean_: np.ndarray
@@ -252,6 +255,11 @@ class Detector(ABC):
         det.train_scores_ = np.asarray(meta["train_scores"], dtype=np.float64)
         det._load_state(folder, meta, device)
         return det
+
+    def restrict(self, machine: str, keep: np.ndarray) -> Self:
+        """The part of a :attr:`joint` model that scores ``machine``; ``keep`` ``(n_train,)``
+        bool marks that machine's training clips (for :attr:`train_scores_`)."""
+        raise NotImplementedError(f"{self.name} is trained per machine type; nothing to restrict")
 
     # --- what subclasses implement -------------------------------------------------------------
 

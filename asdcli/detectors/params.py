@@ -130,7 +130,7 @@ class EmbKNNParams(Section):
     frames: int = Field(64, ge=8, description="Window length in frames; a clip is windowed.")
     hop: int | None = Field(None, ge=1, description="Frames between windows; null = frames // 2.")
     channels: list[int] = Field(
-        default_factory=lambda: [16, 32, 64, 128], description="Channels of the CNN blocks."
+        default_factory=lambda: [8, 16, 32, 64], description="Channels of the CNN blocks."
     )
     embedding: int = Field(128, ge=2, description="Embedding size.")
     loss: Literal["arcface", "adacos"] = Field(

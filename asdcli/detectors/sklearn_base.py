@@ -54,9 +54,14 @@ class SklearnDetector(Detector):
         """Normality of the training vectors themselves (LOF overrides this)."""
         return self.estimator_.score_samples(z)
 
+    def _pool(self, features: list[np.ndarray]) -> np.ndarray:
+        """``n_clips x (n_mels, frames)`` -> pooled ``(n_clips, dim)`` float64 (default: the
+        per-band mean and std over time, ``dim = 2 * n_mels``)."""
+        return pool_mean_std(features)
+
     def _vectors(self, features: list[np.ndarray]) -> np.ndarray:
-        """``n_clips x (n_mels, frames)`` -> standardised ``(n_clips, 2 * n_mels)`` float64."""
-        return (pool_mean_std(features) - self.norm_mean_) / self.norm_std_
+        """``n_clips x (n_mels, frames)`` -> standardised pooled vectors ``(n_clips, dim)``."""
+        return (self._pool(features) - self.norm_mean_) / self.norm_std_
 
     def _fit(
         self, features: list[np.ndarray], clips: list[ClipInfo], progress: Progress | None
@@ -66,7 +71,7 @@ class SklearnDetector(Detector):
                 f"{self.name} needs at least {self.min_train_clips} training clips, "
                 f"got {len(features)}"
             )
-        pooled = pool_mean_std(features)
+        pooled = self._pool(features)
         # float32 like the autoencoders' statistics, so detector.json round-trips them exactly.
         self.norm_mean_ = pooled.mean(axis=0).astype(np.float32)
         self.norm_std_ = np.maximum(pooled.std(axis=0), STD_FLOOR).astype(np.float32)

@@ -24,9 +24,7 @@ import time
 import warnings
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any
-
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -281,9 +279,7 @@ class TorchDetector(Detector):
                 monitored = train_loss if val_loss is None else val_loss
                 if monitored < best:  # NaN never improves
                     best, waited = monitored, 0
-                    best_state = {
-                        k: v.detach().clone() for k, v in trainable.state_dict().items()
-                    }
+                    best_state = {k: v.detach().clone() for k, v in trainable.state_dict().items()}
                 else:
                     waited += 1
                 if progress is not None:

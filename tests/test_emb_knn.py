@@ -1,0 +1,226 @@
+"""emb-knn specifics: classes from names, the neighbour score by hand, leave-one-out training
+scores, per-machine shares of a joint model, the loss heads, and joint training into a run."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asdcli.detectors.emb_knn import (
+    ArcFaceHead,
+    EmbKNNDetector,
+    SubClusterAdaCosHead,
+    class_keys,
+)
+from asdcli.detectors.params import TrainParams
+from asdcli.featurize import featurize
+from asdcli.naming import ClipInfo
+from asdcli.settings import load_settings
+from asdcli.train import train
+
+N_MELS = 16
+SMALL = {"frames": 16, "channels": [4, 8], "embedding": 8}
+TRAIN = TrainParams(epochs=2, batch_size=16, val_split=0.2, seed=0, device="cpu")
+
+
+def info(machine="fan", section="00", domain="source", **attrs) -> ClipInfo:
+    return ClipInfo(name="x.wav", machine=machine, section=section, domain=domain, attributes=attrs)
+
+
+def unit(*v: float) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float32)
+    return a / np.linalg.norm(a)
+
+
+def test_classes_come_from_machine_section_and_attributes():
+    clips = [info(vel="1"), info(vel="2"), info(machine="pump", section="01")]
+    assert class_keys(clips, "attributes") == ["fan|00|vel=1", "fan|00|vel=2", "pump|01"]
+    assert class_keys(clips, "section") == ["fan|00", "fan|00", "pump|01"]
+    # One class only: the domain is added so there is something to learn...
+    one = [info(), info(domain="target")]
+    assert class_keys(one, "section") == ["fan|00|source", "fan|00|target"]
+    # ...and with nothing to tell apart, fit refuses with a reason.
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(size=(N_MELS, 20)).astype(np.float32) for _ in range(4)]
+    with pytest.raises(ValueError, match="at least two classes"):
+        EmbKNNDetector(SMALL, TRAIN).fit(feats, [info() for _ in feats])
+
+
+def hand_detector(k: int = 1) -> EmbKNNDetector:
+    """A detector whose banks are set by hand (2-d embeddings), no network needed."""
+    det = EmbKNNDetector({**SMALL, "k": k}, TRAIN)
+    det.groups_ = ["fan|00|source", "fan|00|target", "pump|00|source"]
+    det.bank_ = np.stack([unit(1, 0), unit(1, 1), unit(0, 1), unit(-1, 0)])
+    det.bank_group_ = np.array([0, 0, 1, 2])
+    return det
+
+
+def test_score_is_the_smaller_of_source_and_target_cosine_distances():
+    det = hand_detector()
+    q = np.stack([unit(0, 1), unit(1, 0), unit(-1, 0)])
+    scores = det._knn(q, [info(), info(), info()])
+    # (0,1): source nearest is (1,1)/sqrt2 -> 1 - 0.7071; target is (0,1) itself -> 0.
+    # (1,0): source (1,0) -> 0. (-1,0): source best (1,1) -> 1 + 0.7071; target (0,1) -> 1.
+    np.testing.assert_allclose(scores, [0.0, 0.0, 1.0], atol=1e-6)
+    # k = 2 averages the two nearest of a bank (a one-member bank uses what it has).
+    det2 = hand_detector(k=2)
+    s = det2._knn(unit(1, 0)[None], [info()])
+    np.testing.assert_allclose(s, [min(1 - (1 + np.sqrt(0.5)) / 2, 1 - 0.0)], atol=1e-6)
+
+
+def test_clips_are_compared_with_their_own_machine_and_section_only():
+    det = hand_detector()
+    q = unit(-1, 0)[None]
+    # The pump bank holds (-1, 0) exactly, but a fan clip never looks at it.
+    np.testing.assert_allclose(det._knn(q, [info()]), [1.0], atol=1e-6)
+    np.testing.assert_allclose(det._knn(q, [info(machine="pump")]), [0.0], atol=1e-6)
+    # Unknown section: every section of the machine; unknown machine: every bank.
+    np.testing.assert_allclose(det._knn(q, [info(section="07")]), [1.0], atol=1e-6)
+    np.testing.assert_allclose(det._knn(q, [ClipInfo(name="a.wav")]), [0.0], atol=1e-6)
+
+
+def test_restrict_keeps_one_machines_banks_and_training_scores():
+    det = hand_detector()
+    det.train_scores_ = np.array([0.1, 0.2, 0.3, 0.4])
+    sub = det.restrict("fan", np.array([True, True, True, False]))
+    assert sub.groups_ == ["fan|00|source", "fan|00|target"]
+    assert sub.bank_.shape == (3, 2) and sub.bank_group_.tolist() == [0, 0, 1]
+    np.testing.assert_array_equal(sub.train_scores_, [0.1, 0.2, 0.3])
+    assert det.bank_.shape == (4, 2)  # the original is untouched
+    with pytest.raises(ValueError, match="no training clips of 'valve'"):
+        det.restrict("valve", np.zeros(4, bool))
+
+
+def clip(rng, shift=0.0, anomaly=False, frames=24):
+    t = np.arange(frames)
+    x = (
+        -50
+        + 10 * np.cos(np.linspace(0, 3 * np.pi, N_MELS))[:, None]
+        + rng.normal(0, 1, (N_MELS, frames))
+    )
+    x[3 + int(shift)] += 6 * np.sin(t / 2)
+    if anomaly:
+        x[8:14] += 15 * (np.sin(t / 3) > 0)
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    feats, infos = [], []
+    for i in range(24):
+        vel = str(i % 3)
+        domain = "target" if i % 6 == 5 else "source"
+        feats.append(clip(rng, shift=int(vel) * 3 + (2 if domain == "target" else 0)))
+        infos.append(info(domain=domain, vel=vel))
+    det = EmbKNNDetector({**SMALL, "oversample_target": 3}, TRAIN).fit(feats, infos)
+    return det, feats, infos
+
+
+def test_training_scores_leave_each_clip_out(fitted):
+    det, feats, infos = fitted
+    assert (det.train_scores_ > 1e-6).all()  # nobody is its own neighbour
+    emb = det.embed(det._windows_of(feats))
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    i = 0  # a source clip: nearest other source clip, or nearest target clip
+    sims = emb @ emb[i]
+    sims[i] = -np.inf
+    domains = np.array([c.domain for c in infos])
+    expected = min(1 - sims[domains == d].max() for d in ("source", "target"))
+    assert det.train_scores_[i] == pytest.approx(expected, abs=1e-5)
+    # Test-time scoring of a training clip finds itself: distance 0.
+    assert det.score([feats[i]], [infos[i]])[0] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_oversampling_adds_unit_points_to_target_banks_only(fitted):
+    det, feats, _ = fitted
+    n_real = len(feats)
+    extra = det.bank_group_[n_real:]
+    assert len(extra) == 3 and {det.groups_[g] for g in extra} == {"fan|00|target"}
+    np.testing.assert_allclose(np.linalg.norm(det.bank_[n_real:], axis=1), 1.0, rtol=1e-5)
+
+
+def test_anomalies_score_higher(fitted):
+    det, _, _ = fitted
+    rng = np.random.default_rng(5)
+    normal = [clip(rng, shift=3) for _ in range(6)]
+    bad = [clip(rng, shift=3, anomaly=True) for _ in range(6)]
+    s = det.score(normal + bad, [info(vel="1")] * 12)
+    assert s[6:].min() > s[:6].max()
+
+
+def test_arcface_loss_by_hand():
+    torch.manual_seed(0)
+    head = ArcFaceHead(embedding=2, n_classes=2, margin=0.3, scale=4.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    emb = torch.tensor([[np.cos(0.5), np.sin(0.5)]], dtype=torch.float32)  # 0.5 rad from class 0
+    target = torch.tensor([[1.0, 0.0]])
+    logits = torch.tensor([[4 * np.cos(0.5 + 0.3), 4 * np.cos(np.pi / 2 - 0.5)]])
+    expected = F.cross_entropy(logits.float(), torch.tensor([0]))
+    assert head(emb, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    # Mixup targets: the loss is the weighted sum, each class with its margin.
+    half = torch.tensor([[0.5, 0.5]])
+    logits2 = torch.tensor([[4 * np.cos(0.5 + 0.3), 4 * np.cos(np.pi / 2 - 0.5 + 0.3)]]).float()
+    expected2 = -(half * F.log_softmax(logits2, dim=1)).sum()
+    assert head(emb, half).item() == pytest.approx(expected2.item(), rel=1e-5)
+
+
+def test_adacos_scale_adapts_and_class_cosine_is_the_best_centre():
+    torch.manual_seed(0)
+    head = SubClusterAdaCosHead(embedding=4, n_classes=3, sub_clusters=2)
+    start = float(head.scale)
+    assert start == pytest.approx(np.sqrt(2) * np.log(2))
+    emb = torch.randn(8, 4)
+    targets = F.one_hot(torch.arange(8) % 3, 3).float()
+    head.train()
+    loss = head(emb, targets)
+    assert torch.isfinite(loss) and float(head.scale) != start
+    cos = F.normalize(emb) @ F.normalize(head.weight).T
+    np.testing.assert_allclose(
+        head.cosines(emb).detach(), cos.view(8, 3, 2).max(dim=2).values.detach(), rtol=1e-6
+    )
+    head.eval()
+    before = float(head.scale)
+    head(emb, targets)
+    assert float(head.scale) == before  # evaluation never changes the scale
+
+
+def test_emb_knn_default_augmentation_is_on_and_can_be_turned_off():
+    assert EmbKNNDetector().augmentation() == {"mixup": 1.0, "time_mask": 8, "freq_mask": 8}
+    off = EmbKNNDetector(None, TrainParams(mixup=0, time_mask=0, freq_mask=0))
+    assert off.augmentation() == {"mixup": 0, "time_mask": 0, "freq_mask": 0}
+
+
+def test_joint_training_writes_one_model_per_machine(dataset, tmp_path):
+    settings, _ = load_settings(
+        None,
+        {
+            "paths.store": tmp_path / "f.h5",
+            "paths.runs": tmp_path / "runs",
+            "features.n_mels": 32,
+            "train.epochs": 2,
+            "detectors.emb_knn.frames": 16,
+            "detectors.emb_knn.channels": [4, 8],
+        },
+    )
+    featurize([dataset], settings.features, settings.paths.store)
+    events = []
+    result = train(settings, "emb-knn", progress=lambda m, e: events.append((m, e.get("event"))))
+    run = result.run.path
+    assert ("all", "start") in events and ("fan", "done") in events
+    for machine in ("bearing", "fan"):
+        banks = json.loads((run / "models" / machine / "banks.json").read_text())
+        assert {g.split("|")[0] for g in banks["groups"]} == {machine}
+        assert len(banks["classes"]) == 6  # 2 machines x 3 "vel" values, both in every model
+    history = list(csv.DictReader((run / "history.csv").read_text().splitlines()))
+    assert {r["machine"] for r in history} == {"all"} and len(history) == 2
+    scores = list(csv.DictReader((run / "train_scores.csv").read_text().splitlines()))
+    assert sorted({r["machine"] for r in scores}) == ["bearing", "fan"] and len(scores) == 12
+    thresholds = json.loads((run / "thresholds.json").read_text())
+    assert set(thresholds) == {"bearing", "fan"}
