@@ -289,6 +289,19 @@ def load_settings(
     return settings, sources
 
 
+CONFIG_HEADER = (
+    "# asd settings with their defaults. Precedence: defaults < this file < ASD_* variables"
+    " < flags.\n"
+    "# Edit what you need; keep it as conf/config.yaml in the working folder or pass --config"
+    " PATH.\n\n"
+)
+
+
+def default_config_text() -> str:
+    """The shipped ``conf/config.yaml``: every setting at its default, with its description."""
+    return CONFIG_HEADER + commented_yaml(Settings())
+
+
 def commented_yaml(settings: BaseModel, indent: int = 0) -> str:
     """The settings as YAML, each key preceded by its description as a comment."""
     lines: list[str] = []

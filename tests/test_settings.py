@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from asdcli.errors import SettingsError
-from asdcli.settings import Settings, load_settings
+from asdcli.settings import Settings, default_config_text, load_settings
 
 
 def test_defaults_follow_the_dcase_baseline():
@@ -80,3 +80,6 @@ def test_shipped_config_yaml_holds_the_defaults():
     s, _ = load_settings(path)
     assert s == Settings.model_validate(data)
     assert s.model_dump() == Settings().model_dump()
+    # Every setting is in the file, with its description: regenerate it when a setting changes
+    # (python -c "from asdcli.settings import default_config_text as t; print(t(), end='')").
+    assert path.read_text() == default_config_text()

@@ -51,8 +51,9 @@ DOMAINS = ("source", "target")
 class EmbeddingNet(nn.Module):
     """``(B, 1, n_mels, frames) -> (B, embedding)`` (not normalised)."""
 
-    def __init__(self, n_mels: int, channels: list[int], embedding: int):
+    def __init__(self, n_mels: int, channels: list[int], embedding: int, pooling: str = "mean"):
         super().__init__()
+        self.pooling = pooling
         blocks: list[nn.Module] = []
         size = n_mels
         for c_in, c_out in pairwise([1, *channels]):
@@ -67,13 +68,15 @@ class EmbeddingNet(nn.Module):
             ]
             size = -(-size // 2)
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Sequential(
-            nn.Linear(channels[-1] * size, embedding), nn.BatchNorm1d(embedding)
-        )
+        pooled = channels[-1] * size * (2 if pooling == "mean_max" else 1)
+        self.head = nn.Sequential(nn.Linear(pooled, embedding), nn.BatchNorm1d(embedding))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x).mean(dim=3)  # (B, C, F'): mean over time
-        return self.head(h.flatten(1))
+        h = self.features(x)  # (B, C, F', T')
+        pooled = h.mean(dim=3)  # over time: frequency position is kept
+        if self.pooling == "mean_max":  # the max keeps short events the mean dilutes
+            pooled = torch.cat([pooled, h.amax(dim=3)], dim=1)
+        return self.head(pooled.flatten(1))
 
 
 class ArcFaceHead(nn.Module):
@@ -206,7 +209,8 @@ class EmbKNNDetector(TorchDetector):
         return self.params.frames, self.params.hop or max(1, self.params.frames // 2)
 
     def _build_module(self, n_mels: int) -> nn.Module:
-        return EmbeddingNet(n_mels, list(self.params.channels), self.params.embedding)
+        p = self.params
+        return EmbeddingNet(n_mels, list(p.channels), p.embedding, p.pooling)
 
     def _to_input(self, windows: torch.Tensor) -> torch.Tensor:
         """``(B, n_mels, frames) -> (B, 1, n_mels, frames)``."""

@@ -133,6 +133,9 @@ class EmbKNNParams(Section):
         default_factory=lambda: [8, 16, 32, 64], description="Channels of the CNN blocks."
     )
     embedding: int = Field(128, ge=2, description="Embedding size.")
+    pooling: Literal["mean", "mean_max"] = Field(
+        "mean", description="Pooling over time of the last feature map (mean_max adds the max)."
+    )
     loss: Literal["arcface", "adacos"] = Field(
         "arcface", description="Angular-margin loss (adacos = sub-cluster AdaCos)."
     )
