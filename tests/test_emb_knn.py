@@ -55,6 +55,7 @@ def hand_detector(k: int = 1) -> EmbKNNDetector:
     """A detector whose banks are set by hand (2-d embeddings), no network needed."""
     det = EmbKNNDetector({**SMALL, "k": k}, TRAIN)
     det.groups_ = ["fan|00|source", "fan|00|target", "pump|00|source"]
+    det.bank_scale_ = np.ones(3)
     det.bank_ = np.stack([unit(1, 0), unit(1, 1), unit(0, 1), unit(-1, 0)])
     det.bank_group_ = np.array([0, 0, 1, 2])
     return det
@@ -224,3 +225,41 @@ def test_joint_training_writes_one_model_per_machine(dataset, tmp_path):
     assert sorted({r["machine"] for r in scores}) == ["bearing", "fan"] and len(scores) == 12
     thresholds = json.loads((run / "thresholds.json").read_text())
     assert set(thresholds) == {"bearing", "fan"}
+
+
+def test_source_means_replace_the_source_bank_by_unit_centres(fitted):
+    det, feats, infos = fitted
+    km = EmbKNNDetector({**SMALL, "source_means": 4}, TRAIN).fit(feats, infos)
+    source = [i for i, g in enumerate(km.groups_) if g.endswith("|source")]
+    target = [i for i, g in enumerate(km.groups_) if g.endswith("|target")]
+    assert np.isin(km.bank_group_, source).sum() == 4
+    assert np.isin(km.bank_group_, target).sum() == sum(c.domain == "target" for c in infos)
+    np.testing.assert_allclose(np.linalg.norm(km.bank_, axis=1), 1.0, rtol=1e-5)
+    # Target clips still leave themselves out; source clips are scored against the centres.
+    emb = km.embed(km._windows_of(feats))
+    centres = km.bank_[np.isin(km.bank_group_, source)]
+    targets = emb[[c.domain == "target" for c in infos]]
+    i = 0  # a source clip
+    expected = min(1 - (centres @ emb[i]).max(), 1 - (targets @ emb[i]).max())
+    assert km.train_scores_[i] == pytest.approx(expected, abs=1e-5)
+
+
+def test_density_norm_divides_by_each_banks_own_neighbour_distance():
+    det = EmbKNNDetector({**SMALL, "density_norm": True}, TRAIN)
+    det.groups_ = ["fan|00|source", "fan|00|target", "fan|01|source"]
+    a = np.deg2rad([0, 10, 20])  # source: neighbours 10 degrees apart
+    b = np.deg2rad([90, 130])  # target: 40 degrees apart
+    emb = np.stack([unit(np.cos(t), np.sin(t)) for t in [*a, *b, 3.0]])
+    group_of = np.array([0, 0, 0, 1, 1, 2])  # section 01 has a single clip
+    scales = det._bank_scales(emb, group_of)
+    d10, d40 = 1 - np.cos(np.deg2rad(10)), 1 - np.cos(np.deg2rad(40))
+    np.testing.assert_allclose(scales, [d10, d40, (d10 + d40) / 2], rtol=1e-5)  # float32 unit()
+    # Without density_norm every scale is 1.
+    plain = EmbKNNDetector(SMALL, TRAIN)
+    plain.groups_ = det.groups_
+    assert plain._bank_scales(emb, group_of).tolist() == [1, 1, 1]
+    det.bank_, det.bank_group_, det.bank_scale_ = emb[:5], group_of[:5], scales
+    q = unit(np.cos(np.deg2rad(60)), np.sin(np.deg2rad(60)))[None]
+    # 40 degrees from the source bank, 30 from the target bank, each over its own scale.
+    expected = min((1 - np.cos(np.deg2rad(40))) / d10, (1 - np.cos(np.deg2rad(30))) / d40)
+    np.testing.assert_allclose(det._knn(q, [info()]), [expected], rtol=1e-5)

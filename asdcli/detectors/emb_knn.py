@@ -185,6 +185,8 @@ class EmbKNNDetector(TorchDetector):
         Index into :attr:`groups_` of each bank row.
     groups_ : list of str
         ``"machine|section|domain"`` of each neighbour bank.
+    bank_scale_ : ndarray of float64, shape (n_groups,)
+        Each bank's distances are divided by this (1 unless ``density_norm``).
     """
 
     name: ClassVar[str] = "emb-knn"
@@ -201,6 +203,7 @@ class EmbKNNDetector(TorchDetector):
     _both: _Trainable
     bank_: np.ndarray
     bank_group_: np.ndarray
+    bank_scale_: np.ndarray
     groups_: list[str]
 
     # --- network -------------------------------------------------------------------------------
@@ -287,12 +290,63 @@ class EmbKNNDetector(TorchDetector):
         self.groups_ = sorted(set(groups))
         index = {g: i for i, g in enumerate(self.groups_)}
         group_of = np.array([index[g] for g in groups], dtype=np.int64)
-        # Leave-one-out scores of the training clips, before synthetic points join the banks.
-        self.bank_, self.bank_group_ = emb, group_of
-        self._loo_scores: np.ndarray | None = self._knn(emb, clips, exclude_self=True)
+        rows, owners, clip_of = [], [], []  # bank rows, their bank, the clip they are (or -1)
+        for g, name in enumerate(self.groups_):
+            members = np.flatnonzero(group_of == g)
+            n_means = self.params.source_means
+            if name.endswith("|source") and 0 < n_means < len(members):
+                rows.append(self._kmeans(emb[members], n_means))
+                clip_of.append(np.full(n_means, -1))
+            else:
+                rows.append(emb[members])
+                clip_of.append(members)
+            owners.append(np.full(len(rows[-1]), g))
+        self.bank_ = np.concatenate(rows).astype(np.float32)
+        self.bank_group_ = np.concatenate(owners).astype(np.int64)
+        self.bank_scale_ = self._bank_scales(emb, group_of)
+        # Training clips' scores leave the clip itself out of the bank (k-means centres stay:
+        # each averages many clips). Synthetic target points join after, as for test clips.
+        self._loo_scores: np.ndarray | None = self._knn(emb, clips, np.concatenate(clip_of))
         extra, extra_group = self._oversample(emb, group_of)
-        self.bank_ = np.concatenate([emb, extra]).astype(np.float32)
-        self.bank_group_ = np.concatenate([group_of, extra_group])
+        self.bank_ = np.concatenate([self.bank_, extra]).astype(np.float32)
+        self.bank_group_ = np.concatenate([self.bank_group_, extra_group])
+
+    def _bank_scales(self, emb: np.ndarray, group_of: np.ndarray) -> np.ndarray:
+        """``(n_groups,)``: 1, or with ``density_norm`` the mean leave-one-out k-NN distance
+        among each bank's training clips (a bank of one borrows the mean scale of its section,
+        else of its machine type)."""
+        scales = np.ones(len(self.groups_))
+        if not self.params.density_norm:
+            return scales
+        found = np.full(len(self.groups_), np.nan)
+        for g in range(len(self.groups_)):
+            e = emb[group_of == g].astype(np.float64)
+            if len(e) < 2:
+                continue
+            sims = e @ e.T
+            np.fill_diagonal(sims, -np.inf)
+            k = min(self.params.k, len(e) - 1)
+            top = -np.sort(-sims, axis=1)[:, :k]
+            found[g] = max(float((1.0 - top.mean(axis=1)).mean()), 1e-6)
+        for g, name in enumerate(self.groups_):
+            if np.isfinite(found[g]):
+                scales[g] = found[g]
+                continue
+            # A bank of one: borrow the mean scale of its section's banks, else its machine's.
+            for prefix in (name.rsplit("|", 1)[0] + "|", name.split("|")[0] + "|", ""):
+                same = [found[h] for h, n in enumerate(self.groups_) if n.startswith(prefix)]
+                if np.isfinite(same).any():
+                    scales[g] = float(np.nanmean(same))
+                    break
+        return scales
+
+    def _kmeans(self, emb: np.ndarray, n: int) -> np.ndarray:
+        """``n`` spherical k-means centres (L2-normalised) of ``emb`` ``(m, E)``."""
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=n, n_init=3, random_state=self.train.seed).fit(emb)
+        c = km.cluster_centers_
+        return c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
 
     def _oversample(self, emb: np.ndarray, group_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """SMOTE-style target points: ``oversample_target`` per target bank, each on the segment
@@ -324,13 +378,15 @@ class EmbKNNDetector(TorchDetector):
         return []
 
     def _knn(
-        self, emb: np.ndarray, clips: list[ClipInfo], exclude_self: bool = False
+        self, emb: np.ndarray, clips: list[ClipInfo], bank_clip: np.ndarray | None = None
     ) -> np.ndarray:
         """Scores ``(n_clips,)``: min over candidate banks of the mean cosine distance to the
-        ``k`` nearest members (``exclude_self``: query ``i`` is bank row ``i``, left out)."""
+        ``k`` nearest members. ``bank_clip`` ``(n_bank,)``: which query each bank row is
+        (-1: none); a query never counts itself as a neighbour."""
         sims = emb.astype(np.float64) @ self.bank_.T.astype(np.float64)  # (n_clips, n_bank)
-        if exclude_self:
-            sims[np.arange(len(emb)), np.arange(len(emb))] = -np.inf
+        if bank_clip is not None:
+            rows = np.flatnonzero(bank_clip >= 0)
+            sims[bank_clip[rows], rows] = -np.inf
         scores = np.full(len(emb), np.inf)
         cache: dict[tuple[str, str], list[int]] = {}
         for i, clip in enumerate(clips):
@@ -342,7 +398,7 @@ class EmbKNNDetector(TorchDetector):
                     continue
                 k = min(self.params.k, s.size)
                 top = np.partition(s, s.size - k)[s.size - k :]
-                scores[i] = min(scores[i], 1.0 - float(top.mean()))
+                scores[i] = min(scores[i], (1.0 - float(top.mean())) / self.bank_scale_[g])
         # A clip with no neighbour at all (a bank of one, left out): the largest distance.
         return np.where(np.isfinite(scores), scores, 2.0)
 
@@ -367,6 +423,7 @@ class EmbKNNDetector(TorchDetector):
         remap[rows] = np.arange(len(rows))
         mask = np.isin(self.bank_group_, rows)
         sub.groups_ = [self.groups_[i] for i in rows]
+        sub.bank_scale_ = self.bank_scale_[rows]
         sub.bank_ = self.bank_[mask]
         sub.bank_group_ = remap[self.bank_group_[mask]]
         sub.train_scores_ = self.train_scores_[np.asarray(keep, dtype=bool)]
@@ -375,11 +432,12 @@ class EmbKNNDetector(TorchDetector):
     # --- persistence ---------------------------------------------------------------------------
 
     def _extra_state(self) -> dict[str, np.ndarray]:
-        return {"bank": self.bank_, "bank_group": self.bank_group_}
+        return {"bank": self.bank_, "bank_group": self.bank_group_, "bank_scale": self.bank_scale_}
 
     def _set_extra_state(self, state: dict[str, np.ndarray]) -> None:
         self.bank_ = state["bank"].astype(np.float32)
         self.bank_group_ = state["bank_group"].astype(np.int64)
+        self.bank_scale_ = state["bank_scale"].astype(np.float64)
 
     def _save_state(self, folder: Path) -> list[str]:
         files = super()._save_state(folder)

@@ -148,6 +148,18 @@ class EmbKNNParams(Section):
         "machine x section only. Clips without attributes always use machine x section.",
     )
     k: int = Field(1, ge=1, description="Neighbours averaged for the cosine distance.")
+    density_norm: bool = Field(
+        False,
+        description="Divide each bank's distances by the mean distance between its own "
+        "training clips (leave-one-out), so a sparse target bank and a dense source bank "
+        "give comparable scores (LOF-like).",
+    )
+    source_means: int = Field(
+        0,
+        ge=0,
+        description="Replace each section's source bank by this many k-means centres, so the "
+        "dense source bank and the sparse target bank give distances on one scale (0 = off).",
+    )
     oversample_target: int = Field(
         0,
         ge=0,

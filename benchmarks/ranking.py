@@ -1,0 +1,193 @@
+"""Detector ranking: every registered detector on one synthetic benchmark, one command.
+
+    python -m benchmarks.ranking            # ~1 hour on 2 CPU cores (see DATASET, EPOCHS)
+    python -m benchmarks.ranking --quick    # a 2-minute smoke run of the same steps
+
+Synthesizes all machine types with ``asd synth``'s default difficulty and a fixed seed, in the
+DCASE 2023 first-shot shape scaled to what trains in minutes on 2 cores (per machine type: 200
+training clips of which 10 target-domain, 100 test clips balanced over domain x label, 4-s
+clips), featurizes them, then trains, scores and evaluates every detector with the same
+functions as ``asd train/score/evaluate``, and ranks the runs with ``asd report --compare``'s
+code. Writes ``benchmarks/ranking.md`` (the table the README shows) and ``ranking.json``; the
+data and runs stay in ``--work`` (a temporary folder by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+HERE = Path(__file__).resolve().parent
+
+DATASET = {"n_train": 200, "target_train": 10, "n_test": 100, "seconds": 4.0}
+QUICK_DATASET = {"n_train": 24, "target_train": 4, "n_test": 8, "seconds": 1.0}
+EPOCHS, QUICK_EPOCHS = 20, 2
+SEED = 0
+
+# (run label, detector, hyper-parameter overrides). Order = training order; the ensemble
+# comes last because it combines earlier runs.
+ENTRIES: list[tuple[str, str, dict[str, Any]]] = [
+    ("dcase-ae", "dcase-ae", {}),
+    ("dcase-ae-mahalanobis", "dcase-ae", {"score": "mahalanobis"}),
+    ("fc-ae", "fc-ae", {}),
+    ("conv-ae", "conv-ae", {}),
+    ("lstm-ae", "lstm-ae", {}),
+    ("lof", "lof", {}),
+    ("iforest", "iforest", {}),
+    ("gmm", "gmm", {}),
+    ("vae", "vae", {}),
+    ("emb-knn", "emb-knn", {}),
+    ("ensemble", "ensemble", {}),  # members: the emb-knn and gmm runs above
+]
+ENSEMBLE_MEMBERS = ("emb-knn", "gmm")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ranking", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny data, 2 epochs (smoke test)")
+    parser.add_argument("--work", type=Path, help="folder for data, store and runs")
+    parser.add_argument("--out", type=Path, help="folder for ranking.md/json [benchmarks/]")
+    parser.add_argument("--only", help="comma-separated run labels to train (default: all)")
+    args = parser.parse_args(argv)
+
+    console = Console()
+    work = args.work or Path(tempfile.mkdtemp(prefix="asd-ranking-"))
+    out = args.out or (Path(tempfile.mkdtemp(prefix="asd-ranking-out-")) if args.quick else HERE)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run(work, quick=args.quick, only=args.only, console=console)
+    write(rows, work, out, quick=args.quick, console=console)
+    return 0
+
+
+def run(work: Path, quick: bool, only: str | None, console: Console) -> dict[str, Path]:
+    """Synthesize, featurize, train/score/evaluate every entry; returns label -> run folder."""
+    from asdcli.evaluate import evaluate_run
+    from asdcli.featurize import featurize
+    from asdcli.score import score_run
+    from asdcli.settings import load_settings
+    from asdcli.synth import synthesize
+    from asdcli.train import train
+
+    data, store, runs_root = work / "data", work / "features.h5", work / "runs"
+    dataset = QUICK_DATASET if quick else DATASET
+    if not (data / "bearing").is_dir():
+        console.rule(f"synthesize {dataset}")
+        synthesize(data, seed=SEED, **dataset)  # type: ignore[arg-type]
+    base = {
+        "paths.store": store,
+        "paths.runs": runs_root,
+        "train.epochs": QUICK_EPOCHS if quick else EPOCHS,
+        "train.seed": SEED,
+        "train.device": "cpu",
+    }
+    settings, _ = load_settings(None, base)
+    console.rule("featurize")
+    featurize([data], settings.features, store, workers=settings.featurize.workers)
+
+    wanted = set(only.split(",")) if only else None
+    done: dict[str, Path] = {}
+    for label, detector, params in ENTRIES:
+        if wanted is not None and label not in wanted:
+            continue
+        overrides = {f"detectors.{detector.replace('-', '_')}.{k}": v for k, v in params.items()}
+        if detector == "ensemble":
+            missing = [m for m in ENSEMBLE_MEMBERS if m not in done]
+            if missing:
+                console.print(f"[yellow]skip ensemble: member runs {missing} not trained")
+                continue
+            overrides["detectors.ensemble.members"] = [str(done[m]) for m in ENSEMBLE_MEMBERS]
+        settings, _ = load_settings(None, {**base, **overrides})
+        console.rule(f"{label}: train, score, evaluate")
+        t0 = time.perf_counter()
+        result = train(settings, detector)
+        score_run(result.run.path, store)
+        metrics = evaluate_run(result.run.path, figures=False)
+        (result.run.path / "label.txt").write_text(label + "\n", encoding="utf-8")
+        console.print(
+            f"{label}: official {metrics.official_score:.4f} "
+            f"({time.perf_counter() - t0:.0f} s) -> {result.run.path}"
+        )
+        done[label] = result.run.path
+    return done
+
+
+def write(done: dict[str, Path], work: Path, out: Path, quick: bool, console: Console) -> None:
+    """Rank the runs (``asd report --compare``'s code) and write ranking.md / ranking.json."""
+    from asdcli.report import compare, comparison_table
+    from asdcli.runs import library_versions
+
+    runs_root = work / "runs"
+    comparison = compare(runs_root, out_md=runs_root / "report.md", figure=runs_root / "cmp.png")
+    console.print(comparison_table(comparison))
+    label_of = {path.resolve(): label for label, path in done.items()}
+    dataset = QUICK_DATASET if quick else DATASET
+    rows = []
+    for rank, r in enumerate(comparison.ranked, start=1):
+        rows.append(
+            {
+                "rank": rank,
+                "detector": label_of.get(r.path.resolve(), r.detector),
+                "official": r.official_score,
+                "auc_source": r.auc_source,
+                "auc_target": r.auc_target,
+                "pauc": r.pauc,
+                "train_seconds": r.train_seconds,
+                "n_params": r.n_params,
+                "per_machine": r.per_machine,
+            }
+        )
+    meta = {
+        "command": "python -m benchmarks.ranking" + (" --quick" if quick else ""),
+        "dataset": {**dataset, "machines": comparison.machines, "difficulty": 0.5, "seed": SEED},
+        "epochs": QUICK_EPOCHS if quick else EPOCHS,
+        "machine": f"{platform.processor() or platform.machine()}, {_cpus()} CPU cores",
+        "versions": library_versions(),
+    }
+    (out / "ranking.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8"
+    )
+    (out / "ranking.md").write_text(markdown(rows, meta), encoding="utf-8")
+    console.print(f"Wrote {out / 'ranking.md'} and {out / 'ranking.json'}; runs in {runs_root}")
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The README table: rank, detector, official, AUC-s, AUC-t, pAUC, training time."""
+    d = meta["dataset"]
+    lines = [
+        f"Produced by `{meta['command']}` on {meta['machine']}: {len(d['machines'])} synthetic "
+        f"machine types, {d['n_train']} training clips each ({d['target_train']} target), "
+        f"{d['n_test']} test clips, {d['seconds']:g}-s clips, difficulty {d['difficulty']}, "
+        f"seed {d['seed']}, {meta['epochs']} epochs max. Official score = harmonic mean of "
+        "AUC-s, AUC-t and pAUC (max FPR 0.1) over all machine types (DCASE 2023 Task 2).",
+        "",
+        "| rank | detector | official | AUC-s | AUC-t | pAUC | train s |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        seconds = "n/a" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
+        lines.append(
+            f"| {r['rank']} | {r['detector']} | {_f(r['official'])} | {_f(r['auc_source'])} | "
+            f"{_f(r['auc_target'])} | {_f(r['pauc'])} | {seconds} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
