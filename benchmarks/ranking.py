@@ -27,7 +27,7 @@ from rich.console import Console
 HERE = Path(__file__).resolve().parent
 
 DATASET = {"n_train": 200, "target_train": 10, "n_test": 100, "seconds": 4.0}
-QUICK_DATASET = {"n_train": 24, "target_train": 4, "n_test": 8, "seconds": 1.0}
+QUICK_DATASET = {"n_train": 24, "target_train": 4, "n_test": 20, "seconds": 1.0}
 EPOCHS, QUICK_EPOCHS = 20, 2
 SEED = 0
 

@@ -24,7 +24,7 @@ from asdcli.settings import load_settings
 from asdcli.train import train
 
 N_MELS = 16
-SMALL = {"frames": 16, "channels": [4, 8], "embedding": 8}
+SMALL = {"frames": 16, "channels": [4, 8], "embedding": 8, "source_means": 0}
 TRAIN = TrainParams(epochs=2, batch_size=16, val_split=0.2, seed=0, device="cpu")
 
 
@@ -263,3 +263,32 @@ def test_density_norm_divides_by_each_banks_own_neighbour_distance():
     # 40 degrees from the source bank, 30 from the target bank, each over its own scale.
     expected = min((1 - np.cos(np.deg2rad(40))) / d10, (1 - np.cos(np.deg2rad(30))) / d40)
     np.testing.assert_allclose(det._knn(q, [info()]), [expected], rtol=1e-5)
+
+
+def test_statistics_exposure_swaps_band_means_and_labels_the_exposed_twin_class():
+    det = EmbKNNDetector({**SMALL, "exposure": 0.5}, TRAIN)
+    det.classes_ = ["a", "b", "c"]
+    det._labels = torch.tensor([0, 1, 2, 1])
+    det.device_ = torch.device("cpu")
+    det._aug_rng = np.random.default_rng(0)
+    assert det._n_outputs() == 6
+    torch.manual_seed(0)
+    windows = torch.randn(4, 5, 7) + torch.arange(4.0)[:, None, None] * 10
+    targets = det._targets(np.arange(4))
+    exposed, new = det._expose(windows, targets)
+    changed = [i for i in range(4) if not torch.equal(exposed[i], windows[i])]
+    assert len(changed) == 2
+    means = windows.mean(dim=2)
+    for i in range(4):
+        label = int(det._labels[i])
+        if i in changed:
+            # Its own time structure, somebody else's band means (one of the 4 windows).
+            torch.testing.assert_close(
+                exposed[i] - exposed[i].mean(dim=1, keepdim=True),
+                windows[i] - windows[i].mean(dim=1, keepdim=True),
+            )
+            got = exposed[i].mean(dim=1)
+            assert any(torch.allclose(got, means[j], atol=1e-5) for j in range(4))
+            assert new[i].argmax() == label + 3 and new[i].sum() == 1
+        else:
+            assert new[i].argmax() == label

@@ -233,7 +233,7 @@ class EmbKNNDetector(TorchDetector):
 
     def _trainable(self) -> nn.Module:
         if not hasattr(self, "_both") or self._both.net is not self.module_:
-            p, n = self.params, len(self.classes_)
+            p, n = self.params, self._n_outputs()
             head: nn.Module
             if p.loss == "arcface":
                 head = ArcFaceHead(p.embedding, n, p.margin, p.scale)
@@ -242,14 +242,40 @@ class EmbKNNDetector(TorchDetector):
             self._both = _Trainable(self.module_, head.to(self.device_))
         return self._both
 
+    def _n_outputs(self) -> int:
+        """Classes of the loss head: each class twice (as is, exposed) with exposure."""
+        return len(self.classes_) * (2 if self.params.exposure > 0 else 1)
+
     def _targets(self, clip_ids: np.ndarray) -> torch.Tensor:
         labels = self._labels[torch.from_numpy(clip_ids)]
-        return F.one_hot(labels, len(self.classes_)).float().to(self.device_)
+        return F.one_hot(labels, self._n_outputs()).float().to(self.device_)
+
+    def _expose(
+        self, windows: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Statistics exposure on ``(B, n_mels, frames)``: a share of the windows trade their
+        per-band mean over time for a random partner's, and move to their class's exposed
+        twin (class ``c`` -> ``c + n_classes``)."""
+        n = round(self.params.exposure * windows.shape[0])
+        if n == 0:
+            return windows, targets
+        rng = self._aug_rng
+        idx = torch.from_numpy(rng.choice(windows.shape[0], n, replace=False))
+        partner = torch.from_numpy(rng.integers(0, windows.shape[0], n))
+        exposed, new_targets = windows.clone(), targets.clone()
+        exposed[idx] = (
+            windows[idx]
+            - windows[idx].mean(dim=2, keepdim=True)
+            + windows[partner].mean(dim=2, keepdim=True)
+        )
+        n_classes = len(self.classes_)
+        new_targets[idx] = torch.roll(targets[idx], n_classes, dims=1)
+        return exposed, new_targets
 
     def _batch_loss(
         self, module: nn.Module, windows: torch.Tensor, clip_ids: np.ndarray
     ) -> torch.Tensor:
-        targets = self._targets(clip_ids)
+        windows, targets = self._expose(windows, self._targets(clip_ids))
         mixed, perm, lam = self._mixup(windows)
         targets = lam * targets + (1 - lam) * targets[perm]
         emb = module(self._to_input(self._spec_augment(mixed)))

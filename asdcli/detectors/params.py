@@ -134,10 +134,10 @@ class EmbKNNParams(Section):
     )
     embedding: int = Field(128, ge=2, description="Embedding size.")
     pooling: Literal["mean", "mean_max"] = Field(
-        "mean", description="Pooling over time of the last feature map (mean_max adds the max)."
+        "mean_max", description="Pooling over time of the last feature map (mean_max adds the max)."
     )
     loss: Literal["arcface", "adacos"] = Field(
-        "arcface", description="Angular-margin loss (adacos = sub-cluster AdaCos)."
+        "adacos", description="Angular-margin loss (adacos = sub-cluster AdaCos)."
     )
     margin: float = Field(0.2, ge=0, lt=1, description="ArcFace additive angular margin.")
     scale: float = Field(16.0, gt=0, description="ArcFace logit scale.")
@@ -148,6 +148,14 @@ class EmbKNNParams(Section):
         "machine x section only. Clips without attributes always use machine x section.",
     )
     k: int = Field(1, ge=1, description="Neighbours averaged for the cosine distance.")
+    exposure: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Statistics exposure: this share of each batch gets another window's "
+        "per-band means over time and is labelled as an extra 'exposed' class of its own, so "
+        "the embedding must notice spectral-level changes (0 = off).",
+    )
     density_norm: bool = Field(
         False,
         description="Divide each bank's distances by the mean distance between its own "
@@ -155,7 +163,7 @@ class EmbKNNParams(Section):
         "give comparable scores (LOF-like).",
     )
     source_means: int = Field(
-        0,
+        16,
         ge=0,
         description="Replace each section's source bank by this many k-means centres, so the "
         "dense source bank and the sparse target bank give distances on one scale (0 = off).",
