@@ -16,7 +16,7 @@ from asdcli.settings import load_settings
 # Small enough for ~2 minutes on 2 CPU cores, large enough for meaningful AUCs.
 MACHINES = ("bearing", "fan", "valve")
 N_TRAIN, N_TARGET, N_TEST, SECONDS = 60, 4, 40, 2.0
-DETECTORS = ("lof", "dcase-ae", "conv-ae")
+DETECTORS = ("lof", "dcase-ae", "conv-ae", "emb-knn")
 EPOCHS = 8
 
 

@@ -101,6 +101,11 @@ def test_demo_runs_end_to_end(tmp_path):
     r = invoke("demo", "--out", "demo")
     assert "Done in" in r.output
     runs = [p for p in (tmp_path / "demo" / "runs").iterdir() if p.is_dir()]
-    assert len(runs) == 3
+    assert sorted(p.name.split("_", 1)[1] for p in runs) == [
+        "conv-ae",
+        "dcase-ae",
+        "emb-knn",
+        "lof",
+    ]
     assert all((p / "metrics.json").is_file() for p in runs)
     assert (tmp_path / "demo" / "runs" / "report.md").is_file()
