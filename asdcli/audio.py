@@ -44,7 +44,14 @@ def read_audio(path: Path, sample_rate: int, min_samples: int = 1) -> Clip:
     if size == 0:
         raise AudioError("is empty (0 bytes)")
     try:
-        data, orig_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            orig_sr, channels = int(f.samplerate), int(f.channels)
+            if f.subtype == "PCM_16":
+                # 16-bit PCM (all DCASE data): read the integers and scale them here, 3x faster
+                # than libsndfile's float conversion and bit-identical to it (x / 32768).
+                data = _int16_to_float(f.read(dtype="int16", always_2d=True))
+            else:
+                data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         reason = str(exc).split(":")[-1].strip() or type(exc).__name__
         raise AudioError(f"is not a readable audio file ({reason})") from None
@@ -52,7 +59,6 @@ def read_audio(path: Path, sample_rate: int, min_samples: int = 1) -> Clip:
         raise AudioError("holds no samples (truncated or empty audio data)")
     if not np.isfinite(data).all():
         raise AudioError("contains NaN or Inf samples")
-    channels = data.shape[1]
     mono = data.mean(axis=1) if channels > 1 else data[:, 0]
     if orig_sr != sample_rate:
         mono = resample(mono, orig_sr, sample_rate)
@@ -61,7 +67,14 @@ def read_audio(path: Path, sample_rate: int, min_samples: int = 1) -> Clip:
             f"is {mono.shape[0] / sample_rate:.3f} s long, shorter than one analysis window "
             f"({min_samples} samples = {min_samples / sample_rate:.3f} s)"
         )
-    return Clip(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, int(orig_sr), channels)
+    return Clip(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, orig_sr, channels)
+
+
+def _int16_to_float(data: np.ndarray) -> np.ndarray:
+    """int16 ``(time, channels)`` -> float32 in [-1, 1), as libsndfile scales it."""
+    out = data.astype(np.float32)
+    out *= np.float32(1.0 / 32768.0)
+    return out
 
 
 def resample(samples: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:

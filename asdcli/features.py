@@ -5,19 +5,26 @@ padding with ``pad_mode``), mel filter bank (``mel_scale``/``mel_norm``, librosa
 the DCASE baseline), then ``dB = 20 / power * log10(max(mel, amin))`` with ``amin`` set so
 that the floor is exactly ``db_floor`` dB. The floor is fixed, never relative to a clip's maximum,
 so a snippet and the whole clip agree frame by frame.
+
+It is computed with NumPy and SciPy in float32 and matches torchaudio's ``MelSpectrogram`` (same
+window, padding and filter bank) to about 1e-4 dB; ``tests/test_features.py`` checks both that
+and an independent float64 reference. Not using torch keeps featurize light: importing torch
+takes a process 1-2 s and 600 MB, as long as featurizing a thousand clips, and this front end
+is 2x faster than torchaudio's on the CPU (0.75 ms for a 10-s clip on one core). The mel filter
+bank is sparse (about two non-zero weights per FFT bin), so it is applied as a sparse matrix,
+ten times faster than the dense product.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.fft
+import scipy.sparse
 
 from asdcli.settings import FeatureSettings
-
-if TYPE_CHECKING:
-    import torch
 
 
 def n_frames(n_samples: int, fs: FeatureSettings) -> int:
@@ -32,42 +39,123 @@ def min_samples(fs: FeatureSettings) -> int:
     return fs.n_fft
 
 
-def _build(fs: FeatureSettings) -> torch.nn.Module:
-    import torch
-    import torchaudio
+def _hz_to_mel(f: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+    # Slaney: linear below 1 kHz, logarithmic above.
+    log = 15.0 + np.log(np.maximum(f, 1e-12) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log, 3.0 * f / 200.0)
 
-    class LogMel(torch.nn.Module):
-        """(..., time) float32 waveform -> (..., n_mels, frames) float32 dB."""
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.mel = torchaudio.transforms.MelSpectrogram(
-                sample_rate=fs.sample_rate,
-                n_fft=fs.n_fft,
-                win_length=fs.win_length,
-                hop_length=fs.hop_length,
-                f_min=fs.f_min,
-                f_max=fs.f_max,
-                n_mels=fs.n_mels,
-                window_fn=torch.hann_window,
-                power=fs.power,
-                center=fs.center,
-                pad_mode=fs.pad_mode,
-                norm="slaney" if fs.mel_norm == "slaney" else None,
-                mel_scale=fs.mel_scale,
-            )
-            self.scale = 20.0 / fs.power
-            self.amin = 10.0 ** (fs.db_floor / self.scale)
+def _mel_to_hz(m: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "htk":
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+    return np.where(m >= 15.0, log, 200.0 * m / 3.0)
 
-        def forward(self, wave: torch.Tensor) -> torch.Tensor:
-            return self.scale * torch.log10(torch.clamp(self.mel(wave), min=self.amin))
 
-    return LogMel().eval()
+def mel_filterbank(fs: FeatureSettings) -> np.ndarray:
+    """Triangular mel filters, float32 ``(n_fft // 2 + 1, n_mels)``; torchaudio's
+    ``melscale_fbanks`` (and librosa's ``filters.mel`` for the Slaney settings)."""
+    n_freqs = fs.n_fft // 2 + 1
+    f_max = fs.f_max if fs.f_max is not None else float(fs.sample_rate // 2)
+    freqs = np.linspace(0.0, fs.sample_rate // 2, n_freqs)
+    lo, hi = _hz_to_mel(np.array([fs.f_min, f_max], dtype=np.float64), fs.mel_scale)
+    mels = np.linspace(lo, hi, fs.n_mels + 2)
+    pts = _mel_to_hz(mels, fs.mel_scale)  # (n_mels + 2,) filter edges and centres in Hz
+    diff = np.diff(pts)
+    slopes = pts[None, :] - freqs[:, None]  # (n_freqs, n_mels + 2)
+    down = -slopes[:, :-2] / diff[:-1]
+    up = slopes[:, 2:] / diff[1:]
+    fb = np.maximum(0.0, np.minimum(down, up))
+    if fs.mel_norm == "slaney":
+        fb *= 2.0 / (pts[2:] - pts[:-2])  # equal area per filter
+    return fb.astype(np.float32)
+
+
+# Inputs up to this many samples keep their workspace (about 25 bytes per sample) for the next
+# call: 2**21 samples, 2 minutes at 16 kHz.
+KEEP_WORKSPACE_SAMPLES = 2**21
+
+
+class _Workspace:
+    """Arrays one log-mel call of a given input shape writes into, reused call after call.
+
+    Not only to save allocations: glibc hands the few MB of temporaries a 10-s clip needs back
+    to the OS when they are freed and the next call faults them in again as zeroed pages, which
+    made a log-mel 3x slower (2.5 ms instead of 0.8 on the benchmark machine).
+    """
+
+    def __init__(self, fs: FeatureSettings, batch: int, samples: int):
+        half = fs.n_fft // 2 if fs.center else 0
+        self.shape = (batch, samples)
+        self.padded = np.zeros((batch, samples + 2 * half), dtype=np.float32)
+        frames = np.lib.stride_tricks.sliding_window_view(self.padded, fs.n_fft, axis=1)
+        self.frames = frames[:, :: fs.hop_length]  # (batch, n_frames, n_fft), a view
+        count = self.frames.shape[1]
+        n_freqs = fs.n_fft // 2 + 1
+        self.windowed = np.empty((batch, count, fs.n_fft), dtype=np.float32)
+        self.power = np.empty((batch, count, n_freqs), dtype=np.float32)
+        self.imag2 = np.empty((batch, count, n_freqs), dtype=np.float32)
+        self.bins = np.empty((n_freqs, batch * count), dtype=np.float32)
+
+
+class _FrontEnd:
+    """The settings turned into arrays once: window and transposed sparse filter bank."""
+
+    def __init__(self, fs: FeatureSettings):
+        self.fs = fs
+        win_length = fs.win_length or fs.n_fft
+        # Periodic Hann, centred in n_fft samples when shorter (as torch.stft pads it).
+        hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win_length) / win_length)
+        self.window = np.zeros(fs.n_fft, dtype=np.float32)
+        left = (fs.n_fft - win_length) // 2
+        self.window[left : left + win_length] = hann
+        self.filters = scipy.sparse.csr_matrix(mel_filterbank(fs).T)  # (n_mels, n_freqs)
+        self.scale = np.float32(20.0 / fs.power)
+        self.amin = np.float32(10.0 ** (fs.db_floor / (20.0 / fs.power)))
+        self.floor = np.float32(fs.db_floor)
+        self._local = threading.local()  # one workspace per thread: calls may run in parallel
+
+    def _workspace(self, batch: int, samples: int) -> _Workspace:
+        work: _Workspace | None = getattr(self._local, "work", None)
+        if work is None or work.shape != (batch, samples):
+            work = _Workspace(self.fs, batch, samples)
+            if batch * samples <= KEEP_WORKSPACE_SAMPLES:  # not kept: a one-off long recording
+                self._local.work = work
+        return work
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        """``(batch, time)`` float32 -> ``(batch, n_mels, frames)`` float32 dB."""
+        fs = self.fs
+        batch, samples = wave.shape
+        w = self._workspace(batch, samples)
+        half = fs.n_fft // 2 if fs.center else 0
+        if half and fs.pad_mode == "reflect":
+            w.padded[:] = np.pad(wave, ((0, 0), (half, half)), mode="reflect")
+        else:
+            w.padded[:, half : half + samples] = wave  # the zero edges stay zero
+        count = w.frames.shape[1]
+        np.multiply(w.frames, self.window, out=w.windowed)
+        spec = scipy.fft.rfft(w.windowed, axis=-1)  # (not overwrite_x: 3x slower)
+        np.square(spec.real, out=w.power)
+        np.square(spec.imag, out=w.imag2)
+        w.power += w.imag2
+        if fs.power != 2.0:
+            w.power **= fs.power / 2.0
+        # Sparse (n_mels, n_freqs) @ (n_freqs, batch * frames): the bins must be the rows.
+        np.copyto(w.bins, w.power.reshape(batch * count, -1).T)
+        mel = np.asarray(self.filters @ w.bins, dtype=np.float32)  # (n_mels, batch * frames)
+        np.maximum(mel, self.amin, out=mel)
+        np.log10(mel, out=mel)
+        mel *= self.scale
+        np.maximum(mel, self.floor, out=mel)  # float32 log10 may round just below the floor
+        return mel.reshape(-1, batch, count).transpose(1, 0, 2)
 
 
 @lru_cache(maxsize=4)
-def _module(settings_json: str) -> torch.nn.Module:
-    return _build(FeatureSettings.model_validate_json(settings_json))
+def _front_end(settings_json: str) -> _FrontEnd:
+    return _FrontEnd(FeatureSettings.model_validate_json(settings_json))
 
 
 def logmel(wave: np.ndarray, fs: FeatureSettings) -> np.ndarray:
@@ -79,11 +167,12 @@ def logmel(wave: np.ndarray, fs: FeatureSettings) -> np.ndarray:
 
     Returns
     -------
-    float32 (n_mels, frames) or (batch, n_mels, frames), in dB.
-    """
-    import torch
+    float32 (n_mels, frames) or (batch, n_mels, frames), in dB, C-contiguous.
 
-    module = _module(fs.model_dump_json())
-    with torch.inference_mode():
-        out = module(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
-    return out.numpy()
+    A batch is computed with one FFT call, but on a machine with a small cache one 10-s clip
+    at a time is as fast (see ``benchmarks``); batching pays for short clips.
+    """
+    x = np.asarray(wave, dtype=np.float32)
+    out = _front_end(fs.model_dump_json())(x.reshape(-1, x.shape[-1]))
+    out = np.ascontiguousarray(out)
+    return out[0] if x.ndim == 1 else out

@@ -1,16 +1,25 @@
 """Benchmarks: ``python -m benchmarks [--quick] [--out benchmarks/results.json]``.
 
-Synthesizes its own data, measures, prints a rich table and writes a JSON file. Speeds are
-reported as ratios against a reference measured in the same run, so the figures compare across
+Synthesizes its own data, measures, prints rich tables and writes a JSON file. Speeds are
+reported as ratios against references measured in the same run, so the figures compare across
 machines. ``--quick`` shrinks every size to a smoke test (CI runs it; its numbers mean little).
 
 Measurements:
-1. featurize throughput (WAV -> HDF5, 10-s 16-kHz clips) with 1 and 2 workers, against the DCASE
-   baseline front end (librosa.load + librosa.feature.melspectrogram per file in a loop);
-2. the compute floor: the same log-mel on already-decoded clips in memory, no I/O;
-3. scoring latency per clip, end to end from WAV to score, per detector, on one core;
-4. training time per epoch (autoencoders) and fit time (lof, iforest);
-5. peak memory (RSS) of featurize at two dataset sizes.
+1. featurize throughput (WAV -> HDF5, 10-s 16-kHz clips) with 1 and 2 workers on a DCASE-sized
+   development set (8,400 clips), against the DCASE baseline front end (librosa.load +
+   librosa.feature.melspectrogram per file in a loop);
+2. the compute floor: the same log-mel on already-decoded clips in memory (no I/O), in 1 and 2
+   processes, plus what featurize adds to it: decoding the WAVs, writing the store;
+3. the store's chunking and compression options: write cost, size, cost of reading one clip;
+4. scoring latency per clip, end to end from WAV to score, per detector, on one core;
+5. training time per epoch (autoencoders) and fit time (lof, iforest);
+6. peak memory (RSS) of featurize at two dataset sizes.
+
+The DCASE-sized sets repeat a few hundred synthesized clips under many names (hard links, one
+machine folder per copy): featurize treats every path as its own clip, so the work is that of
+as many distinct files, minus reading them from a cold disk (the WAVs are in the page cache).
+The machine's background load (CPU used by other processes) is sampled and reported, since a
+shared machine makes every timing slower.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,22 +42,21 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.floor import bench_floor
+
 console = Console()
 
+DCASE_DEV_CLIPS = 8400  # DCASE 2023 Task 2 development set: 7 machine types x 1,200 clips
 
-def _synth(root: Path, n_clips: int, seconds: float, machines: tuple[str, ...] = ("fan",)) -> Path:
+
+# --------------------------------------------------------------------------- data
+
+
+def _synth(root: Path, n_clips: int, seconds: float) -> Path:
     from asdcli.synth import synthesize
 
-    per_machine = max(n_clips // len(machines), 8)
-    n_test = max(4, (per_machine // 5) // 4 * 4)
-    synthesize(
-        root,
-        machines=machines,
-        n_train=per_machine - n_test,
-        n_test=n_test,
-        seconds=seconds,
-        seed=0,
-    )
+    n_test = max(4, (n_clips // 5) // 4 * 4)
+    synthesize(root, machines=("fan",), n_train=n_clips - n_test, n_test=n_test, seconds=seconds)
     return root
 
 
@@ -55,8 +64,66 @@ def _wavs(root: Path) -> list[Path]:
     return sorted(root.rglob("*.wav"))
 
 
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dst.hardlink_to(src)
+    except OSError:  # another file system: copy
+        shutil.copyfile(src, dst)
+
+
+def _replicate(unique: Path, out: Path, n_clips: int) -> Path:
+    """``n_clips`` paths over the clips of ``unique/fan``: copy ``k`` is machine folder
+    ``fan<k>`` (same names, so the DCASE naming and layout hold)."""
+    clips = _wavs(unique / "fan")
+    copies = -(-n_clips // len(clips))
+    made = 0
+    for k in range(copies):
+        for src in clips:
+            if made == n_clips:
+                return out
+            _link(src, out / f"fan{k:02d}" / src.relative_to(unique / "fan"))
+            made += 1
+    return out
+
+
+def _training_set(unique: Path, out: Path, n_train: int) -> Path:
+    """``fan/train`` with ``n_train`` paths cycling over the unique training clips, and the
+    unique test clips."""
+    train = sorted((unique / "fan" / "train").glob("*.wav"))
+    for i in range(n_train):
+        src = train[i % len(train)]
+        _link(src, out / "fan" / "train" / f"{src.stem}_copy_{i // len(train)}.wav")
+    for src in sorted((unique / "fan" / "test").glob("*.wav")):
+        _link(src, out / "fan" / "test" / src.name)
+    return out
+
+
+def _duration(path: Path) -> float:
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
+
+
+def _cpu_busy() -> float:
+    """CPU seconds the whole machine has been busy (all processes), from /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except OSError:
+        return float("nan")
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def background_load(seconds: float = 2.0) -> float:
+    """Cores kept busy by other processes, sampled while this one sleeps."""
+    start = _cpu_busy()
+    time.sleep(seconds)
+    return (_cpu_busy() - start) / seconds
+
+
 def _warm_up() -> None:
-    """Pay one-off costs (torch import, librosa's JIT compilation) before any timing."""
+    """Pay one-off costs (imports, librosa's JIT compilation) before any timing."""
     import librosa
 
     from asdcli.features import logmel
@@ -67,30 +134,31 @@ def _warm_up() -> None:
     librosa.feature.melspectrogram(y=x, sr=16000, n_fft=1024, hop_length=512, n_mels=128)
 
 
-def bench_featurize(root: Path, workers: int) -> dict[str, Any]:
+# --------------------------------------------------------------------------- featurize
+
+
+def bench_featurize(root: Path, workers: int, seconds_per_clip: float) -> dict[str, Any]:
+    """``featurize`` into a new store, timed as a whole (helper start-up included)."""
     from asdcli.featurize import featurize
     from asdcli.settings import FeatureSettings
 
-    files = _wavs(root)
     store = root.parent / f"bench-{workers}.h5"
     store.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    featurize([root], FeatureSettings(), store, workers=workers)
+    busy = _cpu_busy()
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = featurize([root], FeatureSettings(), store, workers=workers)
     seconds = time.perf_counter() - t0
-    audio = sum(_duration(f) for f in files)
+    busy = _cpu_busy() - busy
     return {
-        "clips": len(files),
+        # CPU of this process only: with helpers, their share is missing.
+        "cpu_ms_per_clip_this_process": (time.process_time() - c0) / summary.new * 1000,
+        "clips": summary.new,
         "seconds": seconds,
-        "clips_per_s": len(files) / seconds,
-        "real_time_factor": audio / seconds,
+        "clips_per_s": summary.new / seconds,
+        "real_time_factor": summary.new * seconds_per_clip / seconds,
+        "machine_cores_busy": busy / seconds,
+        "store_mib": store.stat().st_size / 2**20,
     }
-
-
-def _duration(path: Path) -> float:
-    import soundfile as sf
-
-    info = sf.info(str(path))
-    return info.frames / info.samplerate
 
 
 def bench_librosa(root: Path) -> dict[str, Any]:
@@ -109,27 +177,124 @@ def bench_librosa(root: Path) -> dict[str, Any]:
     return {"clips": len(files), "seconds": seconds, "clips_per_s": len(files) / seconds}
 
 
-def bench_floor(root: Path, threads: int) -> dict[str, Any]:
-    """Log-mel of decoded clips in memory, batched, with ``threads`` torch threads."""
-    import soundfile as sf
-    import torch
-
+def bench_parts(root: Path) -> dict[str, float]:
+    """Milliseconds per clip, one process: decoding a WAV, its log-mel, adding it to a store
+    (journal and commit, as featurize does)."""
+    from asdcli.audio import read_audio
     from asdcli.features import logmel
+    from asdcli.naming import parse_path
     from asdcli.settings import FeatureSettings
+    from asdcli.store import ClipRecord, StoreWriter
 
     fs = FeatureSettings()
-    clips = np.stack([sf.read(str(f), dtype="float32")[0] for f in _wavs(root)])
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        logmel(clips[:2], fs)  # warm-up
+    files = _wavs(root)
+    t0 = time.perf_counter()
+    clips = [read_audio(f, fs.sample_rate, fs.n_fft).samples for f in files]
+    decode = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    feats = [logmel(c, fs) for c in clips]
+    compute = time.perf_counter() - t0
+    store = root.parent / "bench-parts.h5"
+    store.unlink(missing_ok=True)
+    records = [
+        ClipRecord(**vars(parse_path(f)), path=str(f), n_frames=x.shape[1])
+        for f, x in zip(files, feats, strict=True)
+    ]
+    t0 = time.perf_counter()
+    with StoreWriter(store, fs.key(), fs.model_dump(mode="json")) as writer:
+        for rec, x in zip(records, feats, strict=True):
+            writer.add(rec, np.ascontiguousarray(x.T).T)
+    write = time.perf_counter() - t0
+    n = len(files) / 1000
+    return {"decode_ms": decode / n, "logmel_ms": compute / n, "store_ms": write / n}
+
+
+STORE_OPTIONS: dict[str, dict[str, Any]] = {
+    "none, chunks 1024": {"chunks": 1024},
+    "none, chunks 8192": {"chunks": 8192},
+    "lzf+shuffle, chunks 1024": {"chunks": 1024, "compression": "lzf", "shuffle": True},
+    "gzip-1+shuffle, chunks 1024": {
+        "chunks": 1024,
+        "compression": "gzip",
+        "compression_opts": 1,
+        "shuffle": True,
+    },
+}
+
+
+def bench_store_options(store: Path, n_clips: int, n_reads: int = 200) -> dict[str, Any]:
+    """Rewrite the frames of the first ``n_clips`` clips of ``store`` with each of
+    :data:`STORE_OPTIONS`; time writing them (ms per clip, including fsync), the size
+    (relative to raw float32) and reading one clip."""
+    import h5py
+
+    with h5py.File(store, "r") as f:
+        (group,) = f["features"].values()
+        offsets = group["clips/offset"][:n_clips]
+        lengths = group["clips/n_frames"][:n_clips]
+        frames = group["frames"][: offsets[-1] + lengths[-1]]
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(offsets), n_reads)
+    out: dict[str, Any] = {}
+    for name, opts in STORE_OPTIONS.items():
+        path = store.with_name("bench-options.h5")
+        opts = dict(opts)
+        chunks = (min(opts.pop("chunks"), len(frames)), frames.shape[1])
         t0 = time.perf_counter()
-        for i in range(0, len(clips), 16):
-            logmel(clips[i : i + 16], fs)
-        seconds = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(old)
-    return {"clips": len(clips), "seconds": seconds, "clips_per_s": len(clips) / seconds}
+        with h5py.File(path, "w") as f:
+            d = f.create_dataset(
+                "frames", shape=frames.shape, dtype=np.float32, chunks=chunks, **opts
+            )
+            for i in range(0, len(frames), 256 * 313):  # in journal-batch-sized blocks
+                d[i : i + 256 * 313] = frames[i : i + 256 * 313]
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        write = time.perf_counter() - t0
+        size = path.stat().st_size
+        t0 = time.perf_counter()
+        with h5py.File(path, "r") as f:
+            d = f["frames"]
+            for i in picks:
+                d[offsets[i] : offsets[i] + lengths[i]]
+        read = time.perf_counter() - t0
+        out[name] = {
+            "write_ms_per_clip": write / len(offsets) * 1000,
+            "size_vs_raw": size / frames.nbytes,
+            "read_clip_ms": read / n_reads * 1000,
+        }
+        path.unlink()
+    return out
+
+
+_RSS_CHILD = """
+import sys
+from pathlib import Path
+from asdcli.featurize import featurize
+from asdcli.settings import FeatureSettings
+featurize([Path(sys.argv[1])], FeatureSettings(), Path(sys.argv[2]), workers=1)
+print(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+"""
+
+
+def bench_rss(root: Path) -> float:
+    """Peak RSS (MiB) of a featurize run in a fresh process (workers=1, so it is one process).
+
+    VmHWM, not ``getrusage``'s ru_maxrss: that one survives exec, so a child started by a large
+    process reports at least the parent's size.
+    """
+    store = root.parent / "bench-rss.h5"
+    store.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, str(root), str(store)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    store.unlink(missing_ok=True)
+    return int(done.stdout.strip().splitlines()[-1]) / 1024
+
+
+# --------------------------------------------------------------------------- detectors
 
 
 def bench_detectors(root: Path, n_latency: int, epochs: int) -> dict[str, Any]:
@@ -153,15 +318,22 @@ def bench_detectors(root: Path, n_latency: int, epochs: int) -> dict[str, Any]:
     feats = st.load(fs.key(), recs)
     test_files = sorted((root / "fan" / "test").glob("*.wav"))[:n_latency]
     out: dict[str, Any] = {}
-    torch.set_num_threads(1)  # latency on one core
+    threads = torch.get_num_threads()
     for name, _ in list_detectors():
         cls = get_detector(name)
         params = getattr(DetectorParams(), name.replace("-", "_"))
         det = cls(params, TrainParams(epochs=epochs, patience=epochs + 1, device="cpu"))
+        torch.set_num_threads(threads)  # training uses every core, as `asd train` does
         t0 = time.perf_counter()
-        det.fit(feats, recs)
+        try:
+            det.fit(feats, recs)
+        except ValueError as exc:  # e.g. an ensemble, made of trained runs
+            out[name] = {"skipped": str(exc)}
+            continue
         fit_s = time.perf_counter() - t0
         n_epochs = max(len(det.history_), 1)
+        torch.set_num_threads(1)  # latency on one core
+        det.score([logmel(read_audio(test_files[0], fs.sample_rate).samples, fs)])  # warm-up
         latencies = []
         for f in test_files:
             t0 = time.perf_counter()
@@ -176,30 +348,14 @@ def bench_detectors(root: Path, n_latency: int, epochs: int) -> dict[str, Any]:
             "latency_ms_p95": float(np.percentile(latencies, 95)),
             "latency_clips": len(latencies),
         }
+    torch.set_num_threads(threads)
     return out
 
 
-_RSS_CHILD = """
-import resource, sys
-from pathlib import Path
-from asdcli.featurize import featurize
-from asdcli.settings import FeatureSettings
-featurize([Path(sys.argv[1])], FeatureSettings(), Path(sys.argv[2]), workers=1)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
+# --------------------------------------------------------------------------- main
 
 
-def bench_rss(root: Path) -> float:
-    """Peak RSS (MiB) of a featurize run in a fresh process (workers=1, so it is one process)."""
-    store = root.parent / "bench-rss.h5"
-    store.unlink(missing_ok=True)
-    done = subprocess.run(
-        [sys.executable, "-c", _RSS_CHILD, str(root), str(store)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(done.stdout.strip().splitlines()[-1]) / 1024
+PARTS = ("featurize", "memory", "detectors")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -208,9 +364,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: a smoke test.")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"Comma-separated subset of {', '.join(PARTS)}."
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Featurize runs per worker count; the best counts."
+    )
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        parser.error(f"unknown parts {sorted(parts - set(PARTS))}; choose from {PARTS}")
     q = args.quick
-    n_feat, seconds = (16, 1.0) if q else (400, 10.0)
+    n_unique, seconds = (16, 1.0) if q else (400, 10.0)
+    n_dev = 2 * n_unique if q else DCASE_DEV_CLIPS
     n_small, n_big = (8, 32) if q else (1000, 4000)
     n_train, n_latency, epochs = (16, 4, 1) if q else (1000, 50, 2)
 
@@ -221,84 +387,189 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "platform": platform.platform(),
         },
         "quick": q,
+        "command": " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)]),
+        "background_load_cores": {},
     }
     _warm_up()
     with tempfile.TemporaryDirectory(prefix="asd-bench-") as tmp:
         tmp_path = Path(tmp)
-        console.print(f"synthesizing {n_feat} clips of {seconds:g} s ...")
-        feat_root = _synth(tmp_path / "feat", n_feat, seconds)
-        results["featurize"] = {
-            "workers_1": bench_featurize(feat_root, 1),
-            "workers_2": bench_featurize(feat_root, 2),
-            "librosa_reference": bench_librosa(feat_root),
-            "floor_1_thread": bench_floor(feat_root, 1),
-            "floor_2_threads": bench_floor(feat_root, 2),
-        }
-        console.print("memory ...")
-        small = _synth(tmp_path / "small", n_small, 1.0 if q else 10.0)
-        big = _synth(tmp_path / "big", n_big, 1.0 if q else 10.0)
-        results["memory_mib"] = {
-            f"featurize_{n_small}": bench_rss(small),
-            f"featurize_{n_big}": bench_rss(big),
-        }
-        console.print("detectors ...")
-        det_root = _synth(tmp_path / "det", n_train + 5 * n_latency // 4 * 4, seconds)
-        results["detectors"] = bench_detectors(det_root, n_latency, epochs)
+        console.print(f"synthesizing {n_unique} clips of {seconds:g} s ...")
+        unique = _synth(tmp_path / "unique", n_unique, seconds)
+        if "featurize" in parts:
+            dev = _replicate(unique, tmp_path / "dev", n_dev)
+            results["background_load_cores"]["featurize"] = background_load()
+            console.print(
+                f"featurize: {n_dev} clips, 1 and 2 workers, and the compute floor, "
+                f"best of {args.repeat} interleaved runs ..."
+            )
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(args.repeat):  # interleaved: a change in background load hits all
+                for workers, floor in ((1, "floor_1_process"), (2, "floor_2_processes")):
+                    runs.setdefault(floor, []).append(bench_floor(unique, workers))
+                    runs.setdefault(f"workers_{workers}", []).append(
+                        bench_featurize(dev, workers, seconds)
+                    )
+            feat: dict[str, Any] = {
+                "dev_set_clips": n_dev,
+                "unique_clips": n_unique,
+                "clip_seconds": seconds,
+            }
+            for key, done in runs.items():
+                feat[key] = max(done, key=lambda m: m["clips_per_s"])
+                feat[key]["all_clips_per_s"] = [m["clips_per_s"] for m in done]
+            console.print(f"librosa reference on the {n_unique} distinct clips ...")
+            feat["librosa_reference"] = bench_librosa(unique)
+            feat["parts_ms_per_clip"] = bench_parts(unique)
+            results["featurize"] = feat
+            results["store_options"] = bench_store_options(dev.parent / "bench-2.h5", n_unique)
+        if "memory" in parts:
+            console.print("memory ...")
+            results["memory_mib"] = {
+                f"featurize_{n}": bench_rss(_replicate(unique, tmp_path / f"rss{n}", n))
+                for n in (n_small, n_big)
+            }
+        if "detectors" in parts:
+            console.print("detectors ...")
+            results["background_load_cores"]["detectors"] = background_load()
+            det_root = _training_set(unique, tmp_path / "det", n_train)
+            results["detectors"] = bench_detectors(det_root, n_latency, epochs)
 
     results["peak_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     _print(results)
-    console.print(f"results in {args.out}")
+    md = markdown(results)
+    args.out.with_suffix(".md").write_text(md)
+    console.print(f"results in {args.out} and {args.out.with_suffix('.md')} (README tables)")
     return results
 
 
-def _print(r: dict[str, Any]) -> None:
+def _featurize_rows(r: dict[str, Any]) -> list[list[str]]:
+    """Rows of the featurize table: what, clips/s, x real time, vs librosa, vs floor, seconds."""
     f = r["featurize"]
     ref = f["librosa_reference"]["clips_per_s"]
-    table = Table(
-        title="Featurize (10-s clips, WAV -> features)" if not r["quick"] else "Featurize"
-    )
-    for c in ("what", "clips/s", "x realtime", "vs librosa", "vs floor"):
-        table.add_column(c, justify="left" if c == "what" else "right")
+    rows = []
     for key, label, floor in (
-        ("workers_1", "asd featurize, 1 worker", "floor_1_thread"),
-        ("workers_2", "asd featurize, 2 workers", "floor_2_threads"),
+        ("workers_1", "asd featurize, 1 worker", "floor_1_process"),
+        ("workers_2", "asd featurize, 2 workers", "floor_2_processes"),
     ):
         m = f[key]
-        table.add_row(
-            label,
-            f"{m['clips_per_s']:.1f}",
-            f"{m['real_time_factor']:.0f}",
-            f"{m['clips_per_s'] / ref:.1f}x",
-            f"{m['clips_per_s'] / f[floor]['clips_per_s']:.2f}",
+        rows.append(
+            [
+                label,
+                f"{m['clips_per_s']:.0f}",
+                f"{m['real_time_factor']:.0f}",
+                f"{m['clips_per_s'] / ref:.1f}x",
+                f"{m['clips_per_s'] / f[floor]['clips_per_s']:.2f}",
+                f"{m['seconds']:.1f}",
+            ]
         )
-    table.add_row("librosa reference (DCASE baseline loop)", f"{ref:.1f}", "", "1.0x", "")
-    for key in ("floor_1_thread", "floor_2_threads"):
-        table.add_row(
-            f"compute floor, {key.split('_', 1)[1].replace('_', ' ')}",
-            f"{f[key]['clips_per_s']:.1f}",
-            "",
-            "",
-            "",
-        )
-    console.print(table)
-    mem = Table(title="Peak RSS of featurize (MiB)")
-    for k in r["memory_mib"]:
-        mem.add_column(k, justify="right")
-    mem.add_row(*(f"{v:.0f}" for v in r["memory_mib"].values()))
-    console.print(mem)
-    det = Table(title="Detectors (one core for latency)")
-    for c in ("detector", "fit s", "s/epoch", "latency median ms", "p95 ms"):
-        det.add_column(c, justify="left" if c == "detector" else "right")
+    rows.append(["librosa, DCASE baseline loop", f"{ref:.0f}", "", "1.0x", "", ""])
+    for key, label in (("floor_1_process", "1 process"), ("floor_2_processes", "2 processes")):
+        rows.append([f"compute floor, {label}", f"{f[key]['clips_per_s']:.0f}", "", "", "", ""])
+    return rows
+
+
+FEATURIZE_COLUMNS = ("what", "clips/s", "x real time", "vs librosa", "vs floor", "seconds")
+DETECTOR_COLUMNS = ("detector", "fit s", "s/epoch", "latency median ms", "p95 ms")
+
+
+def _detector_rows(r: dict[str, Any]) -> list[list[str]]:
+    rows = []
     for name, d in r["detectors"].items():
-        det.add_row(
-            name,
-            f"{d['fit_s']:.1f}",
-            f"{d['epoch_s']:.2f}" if d["epoch_s"] else "-",
-            f"{d['latency_ms_median']:.1f}",
-            f"{d['latency_ms_p95']:.1f}",
+        if "skipped" in d:
+            rows.append([name, "-", "-", "-", "-"])
+            continue
+        rows.append(
+            [
+                name,
+                f"{d['fit_s']:.1f}",
+                f"{d['epoch_s']:.2f}" if d["epoch_s"] else "-",
+                f"{d['latency_ms_median']:.1f}",
+                f"{d['latency_ms_p95']:.1f}",
+            ]
         )
-    console.print(det)
+    return rows
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[list[str]], caption: str = "") -> Table:
+    table = Table(title=title, caption=caption or None)
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _print(r: dict[str, Any]) -> None:
+    load = r["background_load_cores"]
+    if "featurize" in r:
+        f = r["featurize"]
+        console.print(
+            _table(
+                f"Featurize, WAV -> HDF5 store ({f['dev_set_clips']} clips)",
+                FEATURIZE_COLUMNS,
+                _featurize_rows(r),
+                f"background load: {load['featurize']:.1f} cores busy",
+            )
+        )
+        parts = ", ".join(f"{k[:-3]} {v:.2f} ms" for k, v in f["parts_ms_per_clip"].items())
+        console.print(f"One clip in one process: {parts}")
+        rows = [
+            [name, f"{o['write_ms_per_clip']:.2f}", f"{o['size_vs_raw']:.2f}",
+             f"{o['read_clip_ms']:.3f}"]
+            for name, o in r["store_options"].items()
+        ]  # fmt: skip
+        columns = ("chunking, compression", "write ms/clip", "size vs raw", "read 1 clip ms")
+        console.print(_table("Store options", columns, rows))
+    if "memory_mib" in r:
+        mem = r["memory_mib"]
+        columns = tuple(k.replace("featurize_", "") + " clips" for k in mem)
+        rows = [[f"{v:.0f}" for v in mem.values()]]
+        console.print(_table("Peak RSS of featurize, 1 worker (MiB)", columns, rows))
+    if "detectors" in r:
+        caption = f"background load: {load['detectors']:.1f} cores busy"
+        console.print(
+            _table("Detectors (latency on one core)", DETECTOR_COLUMNS, _detector_rows(r), caption)
+        )
+
+
+def _md(columns: tuple[str, ...], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The README's tables, from one run's results."""
+    out = []
+    load = r["background_load_cores"]
+    if "featurize" in r:
+        f = r["featurize"]
+        out.append(
+            f"Featurize, WAV to HDF5 store, {f['dev_set_clips']} clips of {f['clip_seconds']:g} s "
+            f"(background load {load['featurize']:.1f} cores):\n"
+        )
+        out.append(_md(FEATURIZE_COLUMNS, _featurize_rows(r)))
+        parts = ", ".join(f"{k[:-3]} {v:.2f} ms" for k, v in f["parts_ms_per_clip"].items())
+        out.append(f"\nOne clip in one process: {parts}.\n")
+        cpu_1 = f["workers_1"]["cpu_ms_per_clip_this_process"]
+        cpu_floor = f["floor_1_process"]["cpu_ms_per_clip"]
+        out.append(
+            f"\nCPU per clip, 1 worker: featurize {cpu_1:.2f} ms, compute floor {cpu_floor:.2f} ms "
+            f"(floor/featurize {cpu_floor / cpu_1:.2f}, independent of the background load).\n"
+        )
+    if "memory_mib" in r:
+        mem = ", ".join(
+            f"{k.replace('featurize_', '')} clips {v:.0f} MiB" for k, v in r["memory_mib"].items()
+        )
+        out.append(f"\nPeak RSS of featurize (1 worker): {mem}.\n")
+    if "detectors" in r:
+        out.append(
+            f"\nDetectors: scoring latency per 10-s clip, WAV to score, one core "
+            f"(background load {load['detectors']:.1f} cores):\n"
+        )
+        out.append(_md(DETECTOR_COLUMNS, _detector_rows(r)))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""The log-mel front end against an independent NumPy implementation of the same definition."""
+"""The log-mel front end against an independent NumPy implementation of the same definition,
+and against torchaudio's MelSpectrogram, which it replaces."""
 
 import numpy as np
 import pytest
 
-from asdcli.features import logmel, n_frames
+from asdcli.features import logmel, mel_filterbank, n_frames
 from asdcli.settings import FeatureSettings
 
 
@@ -65,9 +66,71 @@ def test_batch_equals_one_by_one_and_snippet_agrees_with_whole_clip():
     rng = np.random.default_rng(2)
     batch = rng.standard_normal((3, 16000)).astype(np.float32)
     together = logmel(batch, fs)
+    assert together.dtype == np.float32 and together.flags.c_contiguous
     for i in range(3):
-        np.testing.assert_allclose(together[i], logmel(batch[i], fs), atol=1e-4)
+        np.testing.assert_array_equal(together[i], logmel(batch[i], fs))  # bit for bit
     whole = logmel(batch[0], fs)
     part = logmel(batch[0][: 512 * 20], fs)
     # Interior frames (away from the padded edge) do not depend on the clip's length.
     np.testing.assert_allclose(part[:, 2:15], whole[:, 2:15], atol=1e-3)
+
+
+TORCHAUDIO_CASES = [
+    {},
+    {"n_mels": 64, "n_fft": 512, "hop_length": 256},
+    {"mel_scale": "htk", "mel_norm": "none"},
+    {"win_length": 400, "pad_mode": "reflect"},
+    {"center": False, "power": 1.0},
+    {"f_min": 50.0, "f_max": 7000.0, "n_mels": 40},
+    {"sample_rate": 22050, "n_fft": 2048, "hop_length": 441, "db_floor": -80.0},
+]
+
+
+@pytest.mark.parametrize("update", TORCHAUDIO_CASES)
+def test_matches_torchaudio_melspectrogram(update):
+    torch = pytest.importorskip("torch")
+    torchaudio = pytest.importorskip("torchaudio")
+    fs = FeatureSettings(**update)
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=fs.sample_rate,
+        n_fft=fs.n_fft,
+        win_length=fs.win_length,
+        hop_length=fs.hop_length,
+        f_min=fs.f_min,
+        f_max=fs.f_max,
+        n_mels=fs.n_mels,
+        window_fn=torch.hann_window,
+        power=fs.power,
+        center=fs.center,
+        pad_mode=fs.pad_mode,
+        norm="slaney" if fs.mel_norm == "slaney" else None,
+        mel_scale=fs.mel_scale,
+    )
+    fb = mel.mel_scale.fb.numpy()  # torch computes it in float32
+    np.testing.assert_allclose(mel_filterbank(fs), fb, atol=2e-5 * fb.max())
+    rng = np.random.default_rng(3)
+    x = (0.1 * rng.standard_normal((2, fs.sample_rate))).astype(np.float32)
+    scale = 20.0 / fs.power
+    amin = 10.0 ** (fs.db_floor / scale)
+    with torch.inference_mode():
+        ref = scale * torch.log10(torch.clamp(mel(torch.from_numpy(x)), min=amin)).numpy()
+    ours = logmel(x, fs)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=1e-3)
+
+
+def test_results_are_independent_across_calls_threads_and_shapes():
+    """logmel reuses per-thread work arrays: no result may share them or another's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fs = FeatureSettings(n_mels=32)
+    rng = np.random.default_rng(4)
+    clips = [rng.standard_normal(n).astype(np.float32) for n in (16000, 8000, 16000, 12345)]
+    expected = [logmel(x, fs).copy() for x in clips]
+    first = logmel(clips[0], fs)
+    logmel(clips[2], fs)  # same shape: the same work arrays
+    np.testing.assert_array_equal(first, expected[0])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda x: logmel(x, fs), clips * 8))
+    for got, want in zip(results, expected * 8, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -12,7 +12,10 @@ import pytest
 import soundfile as sf
 from conftest import make_dataset, write_clip
 
+import asdcli.featurize as featurize_module
+from asdcli.audio import read_audio
 from asdcli.errors import DataError
+from asdcli.features import logmel
 from asdcli.featurize import featurize
 from asdcli.settings import FeatureSettings
 from asdcli.store import FeatureStore
@@ -69,13 +72,59 @@ def test_other_feature_settings_make_a_separate_set(dataset, tmp_path):
     assert sets == {FS.key(): 20, other.key(): 20}
 
 
-def test_workers_give_the_same_features(dataset, tmp_path):
-    featurize([dataset], FS, tmp_path / "a.h5", workers=1)
-    featurize([dataset], FS, tmp_path / "b.h5", workers=2)
-    a, b = stored(tmp_path / "a.h5"), stored(tmp_path / "b.h5")
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_allclose(a[k][1], b[k][1], atol=1e-5)
+def test_workers_give_the_same_store(tmp_path, monkeypatch):
+    data = make_dataset(tmp_path / "d", machines=("fan", "gear"), n_train=24, n_test=8)
+    monkeypatch.setattr(featurize_module, "TASK_FILES", 2)  # 32 tasks: helpers get some
+    slow = lambda done, total: time.sleep(0.01)  # noqa: E731 - a slow writer, as on real data
+    contents = []
+    for workers in (1, 2, 3):
+        store = tmp_path / f"w{workers}.h5"
+        assert featurize([data], FS, store, workers=workers, progress=slow).new == 64
+        clips = FeatureStore(store).clips(FS.key())
+        contents.append(([c.path for c in clips], FeatureStore(store).load(FS.key(), clips)))
+    (paths, feats), *others = contents
+    for other_paths, other_feats in others:
+        assert other_paths == paths  # the same storage order, not only the same clips
+        for x, y in zip(feats, other_feats, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_a_task_batches_equal_length_clips_and_keeps_the_order(tmp_path):
+    d = tmp_path / "d" / "fan" / "train"
+    files = []
+    for i, seconds in enumerate([1.0, 1.0, 1.0, 0.5, 1.0, 1.0]):
+        files.append(write_clip(d / f"section_00_source_train_normal_{i:04d}.wav", seconds, seed=i))
+    (d / "section_00_source_train_normal_0099.wav").write_text("not audio")
+    files.insert(2, d / "section_00_source_train_normal_0099.wav")
+    out = featurize_module._compute([str(f) for f in files], FS.model_dump_json())
+    assert [path for path, _, _ in out] == [str(f) for f in files]
+    assert isinstance(out[2][2], str) and "not a readable audio file" in out[2][2]
+    for f, (_, facts, x) in zip(files, out, strict=True):
+        if isinstance(x, str):
+            continue
+        alone = logmel(read_audio(f, FS.sample_rate).samples, FS)  # one clip, no batch
+        np.testing.assert_array_equal(x, alone)
+        assert facts["duration"] == sf.info(f).duration
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_reading_equals_libsndfile_float_conversion(tmp_path, subtype):
+    path = write_clip(tmp_path / "x.wav", subtype=subtype)
+    expected, sr = sf.read(path, dtype="float32")
+    clip = read_audio(path, sr)
+    assert clip.samples.dtype == np.float32
+    np.testing.assert_array_equal(clip.samples, expected)
+
+
+def test_featurize_does_not_import_torch(dataset, tmp_path):
+    code = (
+        "import sys; from pathlib import Path; from asdcli.featurize import featurize; "
+        "from asdcli.settings import FeatureSettings; "
+        f"featurize([Path({str(dataset)!r})], FeatureSettings(n_mels=32), "
+        f"Path({str(tmp_path / 'f.h5')!r})); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_unreadable_files_are_skipped_and_listed_or_stop_with_strict(dataset, tmp_path):

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+import asdcli.store as store_module
 from asdcli.errors import StoreError
 from asdcli.store import ClipRecord, FeatureStore, StoreLocked, StoreWriter
 
@@ -88,7 +89,8 @@ def test_interrupted_writer_leaves_old_store_and_journal_is_recovered(tmp_path):
     # A writer that dies after journalling a batch but before committing (as kill -9 would).
     w = StoreWriter(path, "k", SETTINGS, batch_clips=1).__enter__()
     w.add(rec(1, 2), feats(1, 2))  # batch_clips=1: journalled at once
-    w._pending.append((rec(2, 2), feats(2, 2)))  # queued, never journalled: lost work
+    w.batch_clips = 10
+    w.add(rec(2, 2), feats(2, 2))  # queued, never journalled: lost work
     (tmp_path / "f.h5.tmp-999").write_bytes(b"half-written commit")
     w._unlock()
     assert path.read_bytes() == before  # the live file was never touched
@@ -181,3 +183,20 @@ def test_a_new_store_exists_and_opens_from_the_writers_first_moment(tmp_path):
         assert f.attrs["format"] == "asdcli-features"
     assert FeatureStore(path).clips("k") == []
     w.__exit__(None, None, None)
+
+
+def test_batches_are_bounded_in_bytes_and_a_long_clip_still_fits(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "JOURNAL_BATCH_BYTES", 10 * 4 * 4)  # 10 frames of 4 mels
+    path = tmp_path / "f.h5"
+    lengths = [4, 4, 4, 15, 3, 4]  # the 15-frame clip is a batch of its own
+    w = StoreWriter(path, "k", SETTINGS, batch_clips=100).__enter__()
+    for i, n in enumerate(lengths):
+        w.add(rec(i, n), feats(i, n))
+    journal = sorted((tmp_path / "f.h5.journal").glob("*.npz"))
+    assert [len(np.load(b)["frames"]) for b in journal] == [8, 4, 15]  # 4+4, 4, 15; 3+4 queued
+    w.__exit__(None, None, None)
+    store = FeatureStore(path)
+    clips = store.clips("k")
+    assert [c.n_frames for c in clips] == lengths
+    for c, x in zip(clips, store.load("k", clips), strict=True):
+        np.testing.assert_array_equal(x, feats(int(c.name[1:-4]), c.n_frames))
