@@ -6,7 +6,7 @@ Layout of ``features.h5`` (layout version 1), readable with plain h5py::
     /features/<key>/               one feature set; <key> hashes its feature settings
         attrs: settings (JSON of the feature settings), n_mels
         frames                     float32 (total_frames, n_mels): every clip's log-mel, transposed,
-                                   clips one after another; chunked and compressed
+                                   clips one after another; chunked, uncompressed
         clips/<column>             1-D, one row per clip: path, name, machine, section, domain,
                                    split, label, pattern, attributes (JSON), index, offset,
                                    n_frames, duration, sample_rate (of the file), channels,
