@@ -70,6 +70,21 @@ def read_audio(path: Path, sample_rate: int, min_samples: int = 1) -> Clip:
     return Clip(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, orig_sr, channels)
 
 
+def file_rate(path: Path) -> int:
+    """The sample rate of ``path`` in Hz, from its header alone.
+
+    Raises
+    ------
+    AudioError
+        The file cannot be opened or is not audio.
+    """
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except (OSError, sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).split(":")[-1].strip() or type(exc).__name__
+        raise AudioError(f"is not a readable audio file ({reason})") from None
+
+
 def _int16_to_float(data: np.ndarray) -> np.ndarray:
     """int16 ``(time, channels)`` -> float32 in [-1, 1), as libsndfile scales it."""
     out = data.astype(np.float32)
@@ -83,4 +98,5 @@ def resample(samples: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     import torchaudio.functional as AF
 
     out = AF.resample(torch.from_numpy(np.ascontiguousarray(samples)), orig_sr, new_sr)
-    return out.numpy().astype(np.float32, copy=False)
+    result: np.ndarray = out.numpy().astype(np.float32, copy=False)
+    return result

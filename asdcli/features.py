@@ -58,8 +58,9 @@ def mel_filterbank(fs: FeatureSettings) -> np.ndarray:
     """Triangular mel filters, float32 ``(n_fft // 2 + 1, n_mels)``; torchaudio's
     ``melscale_fbanks`` (and librosa's ``filters.mel`` for the Slaney settings)."""
     n_freqs = fs.n_fft // 2 + 1
-    f_max = fs.f_max if fs.f_max is not None else float(fs.sample_rate // 2)
-    freqs = np.linspace(0.0, fs.sample_rate // 2, n_freqs)
+    nyquist = fs.rate // 2  # a native rate must be resolved first (FeatureSettings.at_rate)
+    f_max = fs.f_max if fs.f_max is not None else float(nyquist)
+    freqs = np.linspace(0.0, nyquist, n_freqs)
     lo, hi = _hz_to_mel(np.array([fs.f_min, f_max], dtype=np.float64), fs.mel_scale)
     mels = np.linspace(lo, hi, fs.n_mels + 2)
     pts = _mel_to_hz(mels, fs.mel_scale)  # (n_mels + 2,) filter edges and centres in Hz
@@ -163,7 +164,7 @@ def logmel(wave: np.ndarray, fs: FeatureSettings) -> np.ndarray:
 
     Parameters
     ----------
-    wave : float32 (time,) or (batch, time) at ``fs.sample_rate``.
+    wave : float32 (time,) or (batch, time) at ``fs.sample_rate`` (a rate in Hz, not native).
 
     Returns
     -------

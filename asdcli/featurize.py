@@ -2,7 +2,11 @@
 
 Accepted inputs: a machine folder (``data/bearing`` with ``train/`` and ``test/``), a folder of
 machine folders (``data``, or DCASE's ``dev_data``), single WAV files, or any mix of these.
-Folder conventions and names are interpreted by :mod:`asdcli.naming`.
+Folder conventions and names are interpreted by :mod:`asdcli.naming`; the folder decides the
+split, and clips whose name says otherwise are counted in one warning.
+
+With ``features.sample_rate: native`` the files' own rate is used: every file of one call must
+have the same rate, which then names the feature set like any rate in Hz.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from asdcli.audio import AudioError, read_audio
+from asdcli.audio import AudioError, file_rate, read_audio
 from asdcli.errors import DataError
 from asdcli.features import logmel, min_samples
-from asdcli.naming import parse_path
+from asdcli.naming import SPLITS, name_split, parse_path
 from asdcli.settings import FeatureSettings
 from asdcli.store import ClipRecord, StoreWriter, ctrl_c_held
 
@@ -59,6 +63,7 @@ class FeaturizeSummary:
 
     store: Path
     key: str
+    sample_rate: int = 0  # of the feature set (a native rate resolved to the files' rate)
     machines: dict[str, MachineCounts] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     resampled: dict[int, int] = field(default_factory=dict)  # original rate -> files
@@ -74,6 +79,27 @@ class FeaturizeSummary:
     @property
     def cached(self) -> int:
         return sum(m.cached for m in self.machines.values())
+
+    def resample_notes(self) -> list[str]:
+        """One line per original rate: how many files were resampled and what that loses."""
+        return [
+            resample_note(n, rate, self.sample_rate) for rate, n in sorted(self.resampled.items())
+        ]
+
+
+def _khz(hz: float) -> str:
+    return f"{hz / 1000:g} kHz"
+
+
+def resample_note(files: int, orig: int, new: int) -> str:
+    """``"resampled 12 file(s) 48 kHz -> 16 kHz: content above 8 kHz is dropped"``."""
+    head = f"resampled {files} file(s) {_khz(orig)} -> {_khz(new)}"
+    if orig > new:
+        return (
+            f"{head}: content above {_khz(new / 2)} is dropped "
+            "(features.sample_rate: native keeps it)"
+        )
+    return f"{head}: upsampled, the files hold nothing above {_khz(orig / 2)}"
 
 
 def discover(paths: Sequence[Path]) -> list[Path]:
@@ -132,6 +158,76 @@ def duplicate_warnings(paths: Iterable[str]) -> list[str]:
     return notes
 
 
+def split_warnings(files: Sequence[Path]) -> list[str]:
+    """One note per kind of clip whose name and folder disagree: the folder wins.
+
+    Also a note for clips named ``_anomaly_`` in ``train/``: kept, but never trained on.
+    """
+    crossed: dict[tuple[str, str], list[str]] = {}  # (name's split, folder's) -> machines
+    anomalous: list[str] = []
+    for f in files:
+        info = parse_path(f)
+        said = name_split(f.name)
+        if said in SPLITS and info.split in SPLITS and said != info.split:
+            crossed.setdefault((said, info.split), []).append(info.machine)
+        if info.split == "train" and info.is_anomaly:
+            anomalous.append(info.machine)
+    use = {"train": "used for training", "test": "used as test clips"}
+    notes = [
+        f"{len(machines)} clip(s) named `_{said}_` are in {folder}/ ({_machines(machines)}): "
+        f"{use[folder]} (the folder decides the split)."
+        for (said, folder), machines in sorted(crossed.items())
+    ]
+    if anomalous:
+        notes.append(
+            f"{len(anomalous)} clip(s) named `_anomaly_` are in train/ ({_machines(anomalous)}): "
+            "kept, but not used for training."
+        )
+    return notes
+
+
+def _machines(machines: list[str]) -> str:
+    names = sorted(set(machines))
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def resolve_rate(files: Sequence[Path], features: FeatureSettings) -> FeatureSettings:
+    """``features`` with a native rate replaced by the files' one rate (others: unchanged).
+
+    Files whose header cannot be read are left to featurize, which skips and lists them.
+
+    Raises
+    ------
+    DataError
+        The files have different rates (one feature set has one rate), or none is readable.
+    SettingsError
+        The other settings do not fit the files' rate (f_max above its Nyquist frequency).
+    """
+    if not features.native:
+        return features
+    by_rate: dict[int, list[Path]] = {}
+    for f in files:
+        try:
+            by_rate.setdefault(file_rate(f), []).append(f)
+        except AudioError:
+            continue
+    if not by_rate:
+        raise DataError(
+            f"None of the {len(files)} file(s) is readable audio, so features.sample_rate: "
+            f"native has no rate to use (first: {files[0]})."
+        )
+    if len(by_rate) > 1:
+        shown = "; ".join(
+            f"{_khz(rate)}: {len(fs)} file(s), e.g. {fs[0]}" for rate, fs in sorted(by_rate.items())
+        )
+        raise DataError(
+            f"features.sample_rate is native but the files have {len(by_rate)} rates ({shown}).\n"
+            "Featurize each rate on its own (one feature set each), or set "
+            "features.sample_rate in Hz to resample them all to it."
+        )
+    return features.at_rate(next(iter(by_rate)))
+
+
 def layout_warnings(files: Sequence[Path]) -> list[str]:
     """Notes on the folder layout that do not stop featurize (e.g. a machine without test/)."""
     splits: dict[str, set[str]] = {}
@@ -170,7 +266,7 @@ def _compute(
 
     for f in files:
         try:
-            clip = read_audio(Path(f), fs.sample_rate, min_samples(fs))
+            clip = read_audio(Path(f), fs.rate, min_samples(fs))
         except AudioError as exc:
             out.append((f, None, str(exc)))
             continue
@@ -180,7 +276,7 @@ def _compute(
         facts = {
             "sample_rate": clip.orig_sample_rate,
             "channels": clip.channels,
-            "duration": n / fs.sample_rate,
+            "duration": n / fs.rate,
         }
         out.append((f, facts, ""))  # features filled in by run_batch
         batch.append((len(out) - 1, clip.samples))
@@ -277,12 +373,20 @@ def featurize(
 
     A KeyboardInterrupt commits the clips finished so far, sets ``interrupted`` and returns.
     Clips of one machine type and split with the same file name in different folders (in this
-    call or already in the store) are noted in ``warnings``.
+    call or already in the store), and clips whose name says another split than their folder,
+    are noted in ``warnings``. A full disk raises :class:`~asdcli.store.StoreFull` (a user
+    error) after committing what it can; running again finishes the rest.
     """
     t0 = time.perf_counter()
     files = discover(paths)
+    features = resolve_rate(files, features)
     key = features.key()
-    summary = FeaturizeSummary(store=store, key=key, warnings=layout_warnings(files))
+    summary = FeaturizeSummary(
+        store=store,
+        key=key,
+        sample_rate=features.rate,
+        warnings=split_warnings(files) + layout_warnings(files),
+    )
     if workers == 0:
         workers = os.cpu_count() or 1
     names = {f.name for f in files}
@@ -294,7 +398,7 @@ def featurize(
             _add_clips(
                 writer,
                 files,
-                {} if force else stored,
+                {} if force else _still_valid(stored, writer.splits(), files),
                 summary,
                 saved,
                 features=features,
@@ -307,6 +411,18 @@ def featurize(
     summary.warnings.extend(duplicate_warnings(set(saved)))
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _still_valid(
+    known: dict[str, tuple[int, int]], splits: dict[str, str], files: Sequence[Path]
+) -> dict[str, tuple[int, int]]:
+    """``known`` less the clips stored with another split than their folder gives now.
+
+    Stores written before the folder decided the split hold the name's split; such clips are
+    featurized again (once), so training sees the split the folder says.
+    """
+    now = {str(f): parse_path(f).split for f in files}
+    return {p: v for p, v in known.items() if p not in now or splits.get(p) == now[p]}
 
 
 def _add_clips(
@@ -365,7 +481,7 @@ def _add_clips(
                     counts.clips += 1
                     counts.new += 1
                     saved.append(path)
-                    if facts["sample_rate"] != features.sample_rate:
+                    if facts["sample_rate"] != features.rate:
                         rate = facts["sample_rate"]
                         summary.resampled[rate] = summary.resampled.get(rate, 0) + 1
                     if facts["channels"] > 1:

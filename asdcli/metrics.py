@@ -25,16 +25,14 @@ Choices made here where the evaluator has none:
   metrics without decisions, metrics of a domain with no clips, and ranking metrics of a
   section whose scores contain NaN or infinity are ``None``, with the reason in ``notes``.
   Malformed inputs (mismatched lengths, labels other than 0/1) raise ``ValueError``.
-* **Gamma threshold.** :func:`gamma_threshold` fits a gamma distribution (shape, loc and scale
-  free, as the DCASE baseline does) to standardised scores and falls back to the empirical
-  quantile when the fit is impossible or implausible; see :func:`fit_gamma_threshold`.
+
+Decision thresholds (the gamma fit of training scores, the F1 oracle) are in
+:mod:`asdcli.thresholds`.
 """
 
 from __future__ import annotations
 
-import math
 import sys
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -97,6 +95,12 @@ class SectionMetrics:
         """``(auc_source, auc_target, pauc)``, the section's share of the official score."""
         return (self.auc_source, self.auc_target, self.pauc)
 
+    @property
+    def official_score(self) -> float | None:
+        """Harmonic mean of the section's available :attr:`official_values` (``None``: none)."""
+        values = [v for v in self.official_values if v is not None]
+        return official_score(values) if values else None
+
 
 METRIC_FIELDS: tuple[str, ...] = (
     "auc",
@@ -124,7 +128,8 @@ METRIC_FIELDS: tuple[str, ...] = (
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_labels(values: ArrayLike, name: str, n: int) -> np.ndarray:
+def check_labels(values: ArrayLike, name: str, n: int) -> np.ndarray:
+    """``values`` as an int array of shape ``(n,)`` holding only 0 and 1, else ValueError."""
     arr = np.asarray(values)
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
@@ -205,11 +210,11 @@ def section_metrics(
     if s.ndim != 1:
         raise ValueError(f"scores must be 1-D, got shape {s.shape}")
     n = s.shape[0]
-    y = _as_labels(y_true, "y_true", n)
+    y = check_labels(y_true, "y_true", n)
     dom = np.asarray(domain).astype(str)
     if dom.shape != (n,):
         raise ValueError(f"domain must have shape ({n},), got {dom.shape}")
-    dec = None if decisions is None else _as_labels(decisions, "decisions", n)
+    dec = None if decisions is None else check_labels(decisions, "decisions", n)
     if not 0 < max_fpr <= 1:
         raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
 
@@ -366,188 +371,6 @@ def summarize(
     return {**overall, "per_machine": per_machine, "skipped": skipped}
 
 
-# ---------------------------------------------------------------------------------------------
-# thresholds
-# ---------------------------------------------------------------------------------------------
-
-
-def oracle_f1_threshold(scores: ArrayLike, y_true: ArrayLike) -> tuple[float, float]:
-    """F1-optimal threshold chosen **with the test labels**: an oracle, not a deployable rule.
-
-    Clips are decided anomalous when ``score > threshold`` (the DCASE baseline's rule). Among
-    the thresholds between consecutive distinct scores, the one with the highest F1 is
-    returned (the highest such threshold on ties), as the midpoint of the two scores it
-    separates.
-
-    Parameters
-    ----------
-    scores : array_like of float, shape (n_clips,)
-        Finite anomaly scores, n_clips >= 1.
-    y_true : array_like of {0, 1}, shape (n_clips,)
-
-    Returns
-    -------
-    threshold : float
-    f1 : float
-        F1 of ``scores > threshold`` against ``y_true``. Without anomalous clips every
-        threshold has F1 0; the maximum score (flags nothing) is returned with F1 0.0.
-
-    Raises
-    ------
-    ValueError
-        On empty or non-finite scores, or mismatched shapes.
-    """
-    s = np.asarray(scores, dtype=float)
-    if s.ndim != 1 or s.size == 0:
-        raise ValueError(f"scores must be 1-D and non-empty, got shape {s.shape}")
-    if not np.isfinite(s).all():
-        raise ValueError("scores must be finite")
-    y = _as_labels(y_true, "y_true", s.size)
-    n_pos = int(y.sum())
-    if n_pos == 0:
-        return float(s.max()), 0.0
-
-    uniq, inverse = np.unique(s, return_inverse=True)  # ascending
-    pos_at = np.bincount(inverse, weights=y, minlength=uniq.size)
-    all_at = np.bincount(inverse, minlength=uniq.size)
-    # flag every clip with score >= uniq[k], for k from the top down
-    tp = np.cumsum(pos_at[::-1])[::-1]
-    flagged = np.cumsum(all_at[::-1])[::-1]
-    f1 = 2 * tp / (flagged + n_pos)  # 2tp / (2tp + fp + fn), as flagged = tp + fp
-    best = int(np.flatnonzero(f1 == f1.max())[-1])  # highest threshold among ties
-    upper = uniq[best]
-    if best == 0:
-        threshold = float(np.nextafter(upper, -np.inf))
-    else:
-        lower = uniq[best - 1]
-        mid = lower / 2 + upper / 2
-        threshold = float(mid if lower < mid < upper else lower)
-    return threshold, float(f1[best])
-
-
-@dataclass(frozen=True)
-class GammaThreshold:
-    """Result of :func:`fit_gamma_threshold`.
-
-    ``method`` is ``"gamma"`` (fitted; ``shape, loc, scale`` are the gamma parameters in the
-    scores' own units) or ``"empirical"`` (quantile of the scores; parameters ``None``), and
-    ``note`` says why the fallback was taken.
-    """
-
-    threshold: float
-    percentile: float
-    method: str
-    shape: float | None = None
-    loc: float | None = None
-    scale: float | None = None
-    n: int = 0
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-_MIN_GAMMA_SAMPLES = 5
-
-
-def fit_gamma_threshold(train_scores: ArrayLike, percentile: float = 0.9) -> GammaThreshold:
-    """Decision threshold as the ``percentile`` quantile of a gamma fit to training scores.
-
-    The DCASE baseline calls ``scipy.stats.gamma.fit(scores)`` (shape, loc, scale free) and
-    ``gamma.ppf(percentile, shape, loc, scale)``. Here the scores are first standardised to
-    mean 0 and standard deviation 1; as the gamma family with free loc and scale is a
-    location-scale family, the maximum-likelihood fit is unchanged in theory, while the
-    optimiser no longer suffers from scores of 1e-6 or 1e6, or from negative scores. The
-    quantile is mapped back to the scores' units.
-
-    The empirical quantile ``np.quantile(scores, percentile)`` is used instead when:
-    fewer than 5 finite scores, all scores (nearly) equal, scores so large that their
-    standard deviation overflows, the fit raises or gives a
-    non-finite value, the fitted quantile lies implausibly far from the data (further from
-    the mean than twice the Cantelli bound ``std * sqrt(q / (1 - q))``, which no distribution
-    with that mean and std can exceed), or the fit does not describe the scores: the share of
-    training scores above the fitted quantile differs from ``1 - q`` by more than
-    ``max(0.05, 4 * sqrt(q (1 - q) / n))`` (as with left-skewed scores, which no gamma fits).
-
-    Parameters
-    ----------
-    train_scores : array_like of float, shape (n_clips,)
-        Scores of the training clips; NaN and infinite values are ignored.
-    percentile : float, default 0.9
-        Quantile level in ``(0, 1)`` (a fraction, not a percent).
-
-    Returns
-    -------
-    GammaThreshold
-        Always with a finite ``threshold``.
-
-    Raises
-    ------
-    ValueError
-        If ``percentile`` is outside ``(0, 1)`` or no score is finite.
-    """
-    q = float(percentile)
-    if not 0 < q < 1:
-        raise ValueError(f"percentile must be in (0, 1), got {percentile}")
-    x = np.asarray(train_scores, dtype=float).ravel()
-    x = x[np.isfinite(x)]
-    n = int(x.size)
-    if n == 0:
-        raise ValueError("gamma threshold needs at least one finite training score")
-
-    def empirical(why: str) -> GammaThreshold:
-        return GammaThreshold(float(np.quantile(x, q)), q, "empirical", n=n, note=why)
-
-    if n < _MIN_GAMMA_SAMPLES:
-        return empirical(f"only {n} finite scores (< {_MIN_GAMMA_SAMPLES})")
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean = float(x.mean())
-        std = float(x.std())
-    if not (math.isfinite(mean) and math.isfinite(std)):
-        return empirical("scores too large to standardise")
-    if not std > 1e-12 * max(1.0, abs(mean)):
-        return empirical("scores are (nearly) all equal")
-    z = (x - mean) / std
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            a, loc_z, scale_z = scipy.stats.gamma.fit(z)
-            t_z = float(scipy.stats.gamma.ppf(q, a, loc=loc_z, scale=scale_z))
-    except (ValueError, RuntimeError, FloatingPointError) as err:
-        return empirical(f"gamma fit failed: {err}")
-    bound = 2.0 * math.sqrt(max(q / (1 - q), (1 - q) / q))
-    if not (math.isfinite(t_z) and abs(t_z) <= bound):
-        return empirical(f"gamma quantile implausible ({t_z:.3g} std from the mean)")
-    above = float(np.mean(z > t_z))
-    tolerance = max(0.05, 4.0 * math.sqrt(q * (1 - q) / n))
-    if abs(above - (1 - q)) > tolerance:
-        return empirical(
-            f"gamma fit does not describe the scores: {above:.1%} of them exceed its "
-            f"{q:.0%} quantile, expected {1 - q:.1%}"
-        )
-    return GammaThreshold(
-        threshold=mean + std * t_z,
-        percentile=q,
-        method="gamma",
-        shape=float(a),
-        loc=mean + std * float(loc_z),
-        scale=std * float(scale_z),
-        n=n,
-    )
-
-
-def gamma_threshold(train_scores: ArrayLike, percentile: float = 0.9) -> float:
-    """Finite decision threshold from training scores; see :func:`fit_gamma_threshold`.
-
-    Parameters
-    ----------
-    train_scores : array_like of float, shape (n_clips,)
-    percentile : float, default 0.9
-        Quantile level in ``(0, 1)``.
-
-    Returns
-    -------
-    float
-        Clips with ``score > threshold`` are decided anomalous.
-    """
-    return fit_gamma_threshold(train_scores, percentile).threshold
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A metric for display: ``n/a`` when not computable (``None``)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"

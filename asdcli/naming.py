@@ -12,6 +12,10 @@ Supported patterns (all case-sensitive, extension ``.wav``):
 
 Any other name parses to a :class:`ClipInfo` whose label, domain and section are ``unknown``;
 :func:`parse_name` never raises.
+
+The folder decides the split: a clip in ``<machine>/train/`` is a training clip whatever its
+name says (users re-split data sets by moving files, not by renaming them); the name's split
+is used only where the folder gives none. :func:`name_split` tells what the name alone says.
 """
 
 from __future__ import annotations
@@ -26,12 +30,18 @@ DOMAINS = ("source", "target")
 LABELS = ("normal", "anomaly")
 UNKNOWN = "unknown"
 
+# ASCII digits only (``\d`` also takes other scripts' digits), and an index that fits the
+# store's int64 column: a longer run of digits is not a DCASE name.
+_NUM = r"[0-9]+"
+_INDEX = r"[0-9]{1,18}"
 _DCASE2023 = re.compile(
-    r"^section_(?P<section>\d+)_(?P<domain>source|target)_(?P<split>train|test)_"
-    r"(?P<label>normal|anomaly)_(?P<index>\d+)(?:_(?P<attrs>.*))?$"
+    rf"^section_(?P<section>{_NUM})_(?P<domain>source|target)_(?P<split>train|test)_"
+    rf"(?P<label>normal|anomaly)_(?P<index>{_INDEX})(?:_(?P<attrs>.*))?$"
 )
-_DCASE_EVAL = re.compile(r"^section_(?P<section>\d+)_(?P<index>\d+)$")
-_DCASE2020 = re.compile(r"^(?:(?P<label>normal|anomaly)_)?id_(?P<section>\d+)_(?P<index>\d+)$")
+_DCASE_EVAL = re.compile(rf"^section_(?P<section>{_NUM})_(?P<index>{_INDEX})$")
+_DCASE2020 = re.compile(
+    rf"^(?:(?P<label>normal|anomaly)_)?id_(?P<section>{_NUM})_(?P<index>{_INDEX})$"
+)
 
 
 @dataclass(frozen=True)
@@ -84,10 +94,9 @@ def parse_name(filename: str, machine: str = UNKNOWN, folder_split: str = UNKNOW
     """Parse one file name (with or without folders) into a :class:`ClipInfo`.
 
     ``machine`` and ``folder_split`` come from the folder layout (``<machine>/<split>/file``);
-    the split in the name, when present, wins over the folder's.
+    the folder's split, when it is ``train`` or ``test``, wins over the name's.
     """
-    base = PurePath(str(filename)).name
-    stem = base[:-4] if base.lower().endswith(".wav") else base
+    base, stem = _base_and_stem(filename)
     split = folder_split if folder_split in SPLITS else UNKNOWN
 
     m = _DCASE2023.match(stem)
@@ -97,7 +106,7 @@ def parse_name(filename: str, machine: str = UNKNOWN, folder_split: str = UNKNOW
             machine=machine,
             section=m["section"],
             domain=m["domain"],
-            split=m["split"],
+            split=split if split != UNKNOWN else m["split"],
             label=m["label"],
             index=int(m["index"]),
             attributes=parse_attributes(m["attrs"] or ""),
@@ -128,6 +137,17 @@ def parse_name(filename: str, machine: str = UNKNOWN, folder_split: str = UNKNOW
             pattern="dcase2020",
         )
     return ClipInfo(name=base, machine=machine, split=split)
+
+
+def _base_and_stem(filename: str) -> tuple[str, str]:
+    base = PurePath(str(filename)).name
+    return base, (base[:-4] if base.lower().endswith(".wav") else base)
+
+
+def name_split(filename: str) -> str:
+    """The split the file name alone says (``train``/``test``), or ``unknown``."""
+    m = _DCASE2023.match(_base_and_stem(filename)[1])
+    return m["split"] if m else UNKNOWN
 
 
 def split_and_machine(path: PurePath) -> tuple[str, str]:

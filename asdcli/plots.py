@@ -1,8 +1,9 @@
 """Figures of evaluation results, as pure functions of arrays.
 
-Each figure has two functions: ``build_<name>(...) -> Figure`` draws it and returns the
-:class:`matplotlib.figure.Figure` (for notebooks and tests), and ``<name>_figure(..., path)``
-builds it, writes a PNG at :data:`DPI` and returns the path.
+Each ``build_<name>(...)`` draws one figure and returns the :class:`matplotlib.figure.Figure`
+(for notebooks and tests) at :data:`DPI`; nothing here writes a file:
+:func:`asdcli.files.write_png` does, atomically. :func:`evaluation_figures` builds the set that
+`asd evaluate` draws per machine type.
 
 Figures are made with the object-oriented API on an Agg canvas, never through ``pyplot``: no
 global figure registry, no backend selection, nothing to close, and it works headless and
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,17 +32,9 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG at :data:`DPI`, creating parent folders; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,16 +87,6 @@ def build_roc(
     return fig
 
 
-def roc_figure(
-    curves: Mapping[str, tuple[ArrayLike, ArrayLike]],
-    title: str,
-    path: str | Path,
-    max_fpr: float = 0.1,
-) -> Path:
-    """Write :func:`build_roc` as a PNG at ``path``; return the path."""
-    return save_figure(build_roc(curves, title, max_fpr), path)
-
-
 # ---------------------------------------------------------------------------------------------
 # confusion matrix
 # ---------------------------------------------------------------------------------------------
@@ -146,11 +128,6 @@ def build_confusion(tn: int, fp: int, fn: int, tp: int, title: str) -> Figure:
     ax.set_title(f"{title}\n({accuracy}, n={total})")
     fig.colorbar(image, ax=ax, shrink=0.8, label="% of the true class (row)")
     return fig
-
-
-def confusion_figure(tn: int, fp: int, fn: int, tp: int, title: str, path: str | Path) -> Path:
-    """Write :func:`build_confusion` as a PNG at ``path``; return the path."""
-    return save_figure(build_confusion(tn, fp, fn, tp, title), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,18 +186,6 @@ def build_score_histogram(
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return fig
-
-
-def score_histogram_figure(
-    scores: ArrayLike,
-    y_true: ArrayLike,
-    domain: ArrayLike,
-    threshold: float | None,
-    title: str,
-    path: str | Path,
-) -> Path:
-    """Write :func:`build_score_histogram` as a PNG at ``path``; return the path."""
-    return save_figure(build_score_histogram(scores, y_true, domain, threshold, title), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,11 +258,51 @@ def build_training_curve(history: Sequence[Mapping[str, Any]], title: str) -> Fi
     return fig
 
 
-def training_curve_figure(
-    history: Sequence[Mapping[str, Any]], title: str, path: str | Path
-) -> Path:
-    """Write :func:`build_training_curve` as a PNG at ``path``; return the path."""
-    return save_figure(build_training_curve(history, title), path)
+# ---------------------------------------------------------------------------------------------
+# one machine type's evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluation_figures(
+    title: str,
+    scores: ArrayLike,
+    y_true: ArrayLike,
+    domain: ArrayLike,
+    confusion: tuple[int, int, int, int] | None,
+    threshold: float | None,
+    max_fpr: float = 0.1,
+) -> dict[str, Figure]:
+    """The figures `asd evaluate` draws for one machine type, by kind.
+
+    Parameters
+    ----------
+    title : str
+        What is evaluated, e.g. ``"lof on fan (section 00)"``; each figure adds its own part.
+    scores, y_true, domain : array_like, shape (n,)
+        The labelled clips of the machine type (see :func:`build_score_histogram`).
+    confusion : ``(tn, fp, fn, tp)`` of the run's decisions, or None without decisions
+    threshold : float or None
+        The run's threshold, drawn on the histogram.
+    max_fpr : float, default 0.1
+
+    Returns
+    -------
+    dict
+        ``"roc"`` (the evaluator's selections: each domain's normals plus every anomaly),
+        ``"confusion"`` (only with ``confusion``) and ``"scores"``.
+    """
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(y_true).astype(int)
+    dom = np.asarray(domain).astype(str)
+    curves = {}
+    for d in ("source", "target"):
+        sel = (dom == d) | (y == 1)
+        curves[f"{d}: its normals + all anomalies"] = (s[sel], y[sel])
+    figures = {"roc": build_roc(curves, f"{title}: ROC", max_fpr)}
+    if confusion is not None:
+        figures["confusion"] = build_confusion(*confusion, f"{title}: decisions")
+    figures["scores"] = build_score_histogram(s, y, dom, threshold, f"{title}: anomaly scores")
+    return figures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,13 +369,3 @@ def build_comparison(
     if runs:
         ax.legend(title="run", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
-
-
-def comparison_figure(
-    table: Mapping[str, Mapping[str, float | None]],
-    metric_name: str,
-    title: str,
-    path: str | Path,
-) -> Path:
-    """Write :func:`build_comparison` as a PNG at ``path``; return the path."""
-    return save_figure(build_comparison(table, metric_name, title), path)

@@ -1,9 +1,10 @@
 """Reports over the runs folder: a list of every run, and a ranking of the evaluated ones.
 
-:func:`list_report` reads each run's ``manifest.json`` and, when the run was evaluated, its
-``metrics.json`` (written by :func:`asdcli.evaluate.evaluate_run`). A folder that cannot be
-read is listed with the reason, never skipped. :func:`compare` ranks the evaluated runs by
-the DCASE official score and writes ``report.md`` and ``comparison.png``.
+:func:`list_report` reads each run's manifest and, when the run was evaluated, its metrics
+(written by :func:`asdcli.evaluate.evaluate_run`). A folder that cannot be read is listed with
+the reason, never skipped. :func:`compare` ranks the evaluated runs by the DCASE official score
+and writes ``report.md`` and ``comparison.png``. The rich tables of both are in
+:mod:`asdcli.cli.render`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asdcli.errors import RunError
-from asdcli.evaluate import METRICS_JSON, METRICS_LAYOUT_VERSION, fmt, write_png
-from asdcli.files import read_json, write_text
+from asdcli.evaluate import METRICS_LAYOUT_VERSION
+from asdcli.files import read_json, write_png, write_text
+from asdcli.metrics import fmt
 from asdcli.runs import Run, list_runs
-
-if TYPE_CHECKING:
-    from rich.table import Table
 
 REPORT_MD = "report.md"
 COMPARISON_PNG = "comparison.png"
@@ -121,22 +120,22 @@ def _get(data: Any, *keys: str) -> Any:
     return data
 
 
-def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+def _read_metrics(run: Run) -> tuple[dict[str, Any] | None, str | None]:
     """``(metrics, None)``, or ``(None, reason)`` when the run is not (usably) evaluated."""
-    metrics_path = path / METRICS_JSON
-    if not metrics_path.is_file():
-        return None, f"no {METRICS_JSON}: run `asd evaluate {path}`"
+    path = run.metrics_json
+    name = path.name
+    if not path.is_file():
+        return None, f"no {name}: run `asd evaluate {run.path}`"
     try:
-        data = read_json(metrics_path)
+        data = read_json(path)
     except (OSError, ValueError) as exc:
-        return None, f"{METRICS_JSON} cannot be read ({exc}); evaluate again"
+        return None, f"{name} cannot be read ({exc}); evaluate again"
     if not isinstance(data, dict):
-        return None, f"{METRICS_JSON} is not a metrics file; evaluate again"
+        return None, f"{name} is not a metrics file; evaluate again"
     version = data.get("metrics_layout_version")
     if version != METRICS_LAYOUT_VERSION:
         return None, (
-            f"{METRICS_JSON} has layout {version}, this asd reads {METRICS_LAYOUT_VERSION}; "
-            "evaluate again"
+            f"{name} has layout {version}, this asd reads {METRICS_LAYOUT_VERSION}; evaluate again"
         )
     return data, None
 
@@ -156,7 +155,7 @@ def _row(path: Path, run: Run) -> RunRow:
         train_seconds=_number(m.get("train_seconds")),
         n_params=params,
     )
-    metrics, reason = _read_metrics(path)
+    metrics, reason = _read_metrics(run)
     if metrics is None:
         # An unfinished run says why it stopped, which matters more than "not evaluated".
         stopped = m.get("reason") if run.status != "complete" else None
@@ -174,7 +173,9 @@ def _row(path: Path, run: Run) -> RunRow:
             str(k): _number(_get(v, "official_score")) for k, v in per_machine.items()
         }
     if row.official_score is None:
-        row.reason = f"evaluated, but no official score could be computed (see {METRICS_JSON})"
+        row.reason = (
+            f"evaluated, but no official score could be computed (see {run.metrics_json.name})"
+        )
     return row
 
 
@@ -283,11 +284,11 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _seconds(value: float | None) -> str:
+def seconds_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def _params(value: int | None) -> str:
+def params_text(value: int | None) -> str:
     return "n/a" if value is None else f"{value:,}"
 
 
@@ -318,8 +319,8 @@ def to_markdown(comparison: Comparison) -> str:
             fmt(r.auc_source),
             fmt(r.auc_target),
             fmt(r.pauc),
-            _seconds(r.train_seconds),
-            _params(r.n_params),
+            seconds_text(r.train_seconds),
+            params_text(r.n_params),
         ]
         lines.append("| " + " | ".join(cells) + " |")
 
@@ -348,81 +349,3 @@ def to_markdown(comparison: Comparison) -> str:
         for r in comparison.unranked:
             lines.append(f"- `{r.name}` ({r.status}): {r.reason}")
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# rendering
-# ---------------------------------------------------------------------------------------------
-
-
-_STATUS_STYLE = {
-    "complete": "green",
-    "not evaluated": "yellow",
-    "running": "cyan",
-    "incomplete": "yellow",
-    "unreadable": "red",
-}
-
-
-def rich_table(rows: list[RunRow]) -> Table:
-    """Every run: detector, machines, status, scores, training time, parameters.
-
-    Why a run has no score goes in the caption, one line per run, so the table stays narrow
-    enough for an 80-column terminal.
-    """
-    from rich.table import Table
-
-    reasons = [f"{r.name}: {r.reason}" for r in rows if r.reason]
-    table = Table(
-        title="Runs",
-        caption="\n".join(["scores: harmonic means over sections", *reasons]),
-        caption_justify="left",
-    )
-    # The run name holds the detector; machines are listed per run in `asd report --compare`.
-    table.add_column("Run", overflow="fold", min_width=12)
-    for name in ("Official", "AUC-s", "AUC-t", "pAUC", "Train s", "Params"):
-        table.add_column(name, justify="right", no_wrap=True)
-    for r in rows:
-        style = _STATUS_STYLE.get(r.status, "")
-        status = f"[{style}]{r.status}[/]" if style else r.status
-        table.add_row(
-            f"{r.name}\n{status} · {len(r.machines)} machines",
-            fmt(r.official_score, 3),
-            fmt(r.auc_source, 3),
-            fmt(r.auc_target, 3),
-            fmt(r.pauc, 3),
-            _seconds(r.train_seconds),
-            _params(r.n_params),
-        )
-    return table
-
-
-def comparison_table(comparison: Comparison) -> Any:
-    """The ranking, then the official score per machine type (one column per ranked run)."""
-    from rich.console import Group
-    from rich.table import Table
-
-    table = Table(title="Runs ranked by official score", caption_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("Run", no_wrap=True)
-    table.add_column("Official", justify="right", style="bold")
-    for name in ("AUC-s", "AUC-t", "pAUC"):
-        table.add_column(name, justify="right")
-    for i, r in enumerate(comparison.ranked, start=1):
-        table.add_row(
-            str(i), r.name, fmt(r.official_score), fmt(r.auc_source), fmt(r.auc_target), fmt(r.pauc)
-        )
-    if comparison.unranked:
-        table.add_section()
-        for r in comparison.unranked:
-            table.add_row("-", r.name, "n/a", "", "", "", style="dim")
-    per_machine = Table(title="Official score per machine type (columns: rank)")
-    per_machine.add_column("Machine")
-    for i in range(1, len(comparison.ranked) + 1):
-        per_machine.add_column(f"#{i}", justify="right")
-    for m in comparison.machines:
-        per_machine.add_row(m, *(fmt(r.per_machine.get(m)) for r in comparison.ranked))
-    lines = [*comparison.notes, *(f"not ranked, {r.name}: {r.reason}" for r in comparison.unranked)]
-    if lines:
-        table.caption = "\n".join(lines)
-    return Group(table, per_machine)

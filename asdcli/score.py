@@ -1,11 +1,13 @@
 """Scoring: a run's detectors on test clips, written as DCASE submission files.
 
-For each machine type and section, in ``<run>/scores/`` (or ``--out``):
+For each machine type and section, in the run's scores folder (or ``--out``), the two
+submission files of :mod:`asdcli.submission` (the scores, and the decisions: 1 when the score
+is above the run's threshold for that machine), and ``scores.csv``: every clip with its
+machine, section, path, domain, label, score, decision.
 
-* ``anomaly_score_<machine>_section_<ss>_test.csv``: ``file.wav,score`` rows, no header;
-* ``decision_result_<machine>_section_<ss>_test.csv``: ``file.wav,0|1`` rows (1 = anomaly,
-  score above the run's threshold for that machine);
-* ``scores.csv``: every clip with its machine, section, path, domain, label, score, decision.
+Before a model is loaded, the run's files are checked against the hashes in its manifest
+(:meth:`asdcli.runs.Run.verify`): a model file changed after training is named and refused,
+unless the user says ``trust_modified`` (``--trust-modified``).
 
 The folder holds the latest scoring only: submission files an earlier call left there for other
 machines or sections are removed (and reported), so `asd evaluate` never mixes two scorings.
@@ -17,12 +19,12 @@ with those settings is refused (``--data`` featurizes the files with them first)
 The submission files name clips by file name only, so two clips of one machine type and section
 with the same name (the same data set featurized from two folders) are refused, not mixed up.
 Clips whose name has no section go to section ``00``. Nothing is written until every machine
-type is scored.
+type is scored, and then all files are written or none (a full disk leaves the previous
+scoring as it was).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from asdcli import submission
 from asdcli.errors import DataError, RunError
-from asdcli.files import read_json, write_csv
+from asdcli.files import csv_text, write_files
 from asdcli.naming import UNKNOWN
 from asdcli.runs import Run, load_run
 from asdcli.settings import FeatureSettings
@@ -47,6 +50,11 @@ class ScoreResult:
     skipped_machines: dict[str, int] = field(default_factory=dict)  # no model -> clips
     replaced: list[Path] = field(default_factory=list)  # earlier submission files removed
     metrics_set_aside: list[Path] = field(default_factory=list)  # metrics of the last scoring
+    notes: list[str] = field(default_factory=list)  # featurize's notes on --data (resampling)
+
+
+CLIP_TABLE = "scores.csv"
+CLIP_TABLE_HEADER = ("machine", "section", "file", "path", "domain", "label", "score", "decision")
 
 
 def _run_features(run: Run) -> FeatureSettings:
@@ -64,6 +72,7 @@ def score_run(
     data: Sequence[Path] | None = None,
     out: Path | None = None,
     allow_incomplete: bool = False,
+    trust_modified: bool = False,
     workers: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ScoreResult:
@@ -75,19 +84,33 @@ def score_run(
     store_path : the feature store holding (or receiving, with ``data``) the clips.
     data : files or folders to score; they are featurized into the store first (cached).
         Default: every test clip in the store of the run's machine types.
-    out : folder for the CSV files (default ``<run>/scores``).
+    out : folder for the CSV files (default: the run's scores folder).
+    allow_incomplete : score an interrupted run with the models it saved.
+    trust_modified : skip the check of the run's files against its manifest's hashes.
+
+    Raises
+    ------
+    RunError
+        An unusable run: incomplete, of another version, missing a model, or with a file
+        changed after training.
+    DataError
+        No clips to score, or clips the submission files cannot hold apart.
+    DiskFullError
+        The disk filled up; the files of the previous scoring are as they were.
     """
     run = load_run(run_dir, require_complete=not allow_incomplete)
     fs = _run_features(run)
     key = fs.key()
-    if key != run.manifest.get("feature_key"):
+    if key != run.feature_key:
         raise RunError(f"{run.path}: manifest feature key does not match its feature settings.")
 
     wanted: set[str] | None = None
+    notes: list[str] = []
     if data:
         from asdcli.featurize import discover, featurize
 
-        featurize(data, fs, store_path, workers=workers)
+        summary = featurize(data, fs, store_path, workers=workers)
+        notes = [*summary.warnings, *summary.resample_notes()]
         wanted = {str(p) for p in discover(data)}
 
     store = FeatureStore(store_path)
@@ -105,12 +128,11 @@ def score_run(
         where = "the given --data" if data else f"{store_path} (split test)"
         raise DataError(f"No clips to score in {where}.")
 
-    thresholds = _thresholds(run)
     by_machine: dict[str, list[ClipRecord]] = {}
     for r in records:
         by_machine.setdefault(r.machine, []).append(r)
-    result = ScoreResult(run, out or run.path / "scores")
-    trained = set(run.manifest.get("completed_machines", run.machines))
+    result = ScoreResult(run, out or run.scores_dir, notes=notes)
+    trained = set(run.completed_machines)
     scorable = {m: recs for m, recs in by_machine.items() if m in trained}
     result.skipped_machines = {m: len(r) for m, r in by_machine.items() if m not in trained}
     if not scorable:
@@ -127,12 +149,15 @@ def score_run(
                 f"Run {run.name} has no model for {machine}: {model_dir} is missing. "
                 "Train again, or restore the folder."
             )
+    if not trust_modified:
+        run.verify(sorted(scorable))
+    thresholds = run.thresholds()
 
     from asdcli.detectors import get_detector
 
     cls = get_detector(run.detector)
     table: list[list[Any]] = []
-    outputs: list[tuple[str, list[tuple[str, Any]]]] = []
+    outputs: dict[Path, bytes] = {}
     for machine, recs in sorted(scorable.items()):
         model_dir = run.model_dir(machine)
         try:
@@ -154,39 +179,26 @@ def score_run(
             sections.setdefault(section, []).append((r.name, float(s), int(d)))
             table.append([machine, section, r.name, r.path, r.domain, r.label, float(s), int(d)])
         for section, rows in sorted(sections.items()):
-            stem = f"{machine}_section_{section}_test.csv"
-            outputs.append((f"anomaly_score_{stem}", [(n, s) for n, s, _ in rows]))
-            outputs.append((f"decision_result_{stem}", [(n, d) for n, _, d in rows]))
+            for name, content in submission.section_files(machine, section, rows).items():
+                outputs[result.out / name] = content
         result.counts[machine] = len(recs)
         if progress:
             progress(machine, len(recs), len(recs))
-    # Written only once every machine is scored: a failure leaves the old files as they were.
-    for name, pairs in outputs:
-        result.files.append(write_csv(result.out / name, pairs))
+    outputs[result.out / CLIP_TABLE] = csv_text(table, header=CLIP_TABLE_HEADER).encode()
+    # Written only once every machine is scored, and all files or none: a failure (a full
+    # disk) leaves the old files as they were.
+    written = write_files(outputs)
+    result.files = [p for p in written if p.name != CLIP_TABLE]
     # The folder holds one scoring: submission files of an earlier call on other clips would be
     # mixed into `asd evaluate`, so they go (and the CLI says so).
-    # Only in the run's own scores/ folder: a folder given with --out is the user's.
-    stale = [
-        p
-        for p in sorted(result.out.glob("*_section_*_test.csv"))
-        if p not in result.files and p.name.startswith(("anomaly_score_", "decision_result_"))
-    ]
-    for p in stale if out is None else []:
-        p.unlink()
-        result.replaced.append(p)
+    # Only in the run's own scores folder: a folder given with --out is the user's.
     if out is None:
+        for p in submission.submission_files(result.out):
+            if p not in result.files:
+                p.unlink()
+                result.replaced.append(p)
         # Metrics of the previous scoring no longer describe these scores: keep them aside.
-        for name in ("metrics.json", "metrics.csv"):
-            old_metrics = run.path / name
-            if old_metrics.is_file():
-                aside = old_metrics.with_name(name.replace("metrics.", "metrics.previous."))
-                os.replace(old_metrics, aside)
-                result.metrics_set_aside.append(aside)
-    write_csv(
-        result.out / "scores.csv",
-        table,
-        header=["machine", "section", "file", "path", "domain", "label", "score", "decision"],
-    )
+        result.metrics_set_aside = run.set_metrics_aside()
     return result
 
 
@@ -220,10 +232,3 @@ def _refuse_duplicate_names(by_machine: dict[str, list[ClipRecord]], run_dir: Pa
                 f"cannot hold both.\nScore one folder with `asd score {run_dir} --data FOLDER`, "
                 "or featurize each folder into its own --store."
             )
-
-
-def _thresholds(run: Run) -> dict[str, float]:
-    path = run.path / "thresholds.json"
-    if not path.is_file():
-        return {}
-    return {m: float(v["threshold"]) for m, v in read_json(path).items()}

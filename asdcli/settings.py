@@ -15,10 +15,10 @@ import json
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as _PydanticSettingsError
 
@@ -35,7 +35,10 @@ class FeatureSettings(Section):
     Every field here changes the features, so all of them enter :meth:`key`.
     """
 
-    sample_rate: int = Field(16000, ge=1000, description="Clips at other rates are resampled.")
+    sample_rate: Annotated[int, Field(ge=1000)] | Literal["native"] = Field(
+        16000,
+        description="Hz, or native: the files' own rate. Files at another rate are resampled.",
+    )
     n_fft: int = Field(1024, ge=16, description="FFT size in samples.")
     hop_length: int = Field(512, ge=1, description="Hop between frames in samples.")
     win_length: int | None = Field(None, ge=1, description="Window length; null means n_fft.")
@@ -51,6 +54,20 @@ class FeatureSettings(Section):
     center: bool = Field(True, description="Pad so frame t is centred on sample t*hop.")
     pad_mode: Literal["constant", "reflect"] = "constant"
 
+    @field_validator("sample_rate", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        # One clear message instead of one per member of the union.
+        if isinstance(value, str) and value.strip().lower() == "native":
+            return "native"
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            value = int(value.strip())
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1000:
+            raise ValueError("expected a sample rate in Hz (at least 1000) or native")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> FeatureSettings:
         problems = []
@@ -58,11 +75,13 @@ class FeatureSettings(Section):
             problems.append(f"hop_length {self.hop_length} is larger than n_fft {self.n_fft}")
         if self.win_length is not None and self.win_length > self.n_fft:
             problems.append(f"win_length {self.win_length} is larger than n_fft {self.n_fft}")
-        nyquist = self.sample_rate / 2
-        if self.f_max is not None and self.f_max > nyquist:
+        # With a native rate, f_max is checked against Nyquist once the files' rate is known
+        # (at_rate); f_min against an explicit f_max can be checked now.
+        nyquist = self.sample_rate / 2 if self.sample_rate != "native" else None
+        if self.f_max is not None and nyquist is not None and self.f_max > nyquist:
             problems.append(f"f_max {self.f_max} Hz is above the Nyquist frequency {nyquist} Hz")
         top = self.f_max if self.f_max is not None else nyquist
-        if self.f_min >= top:
+        if top is not None and self.f_min >= top:
             problems.append(f"f_min {self.f_min} Hz must be below f_max {top} Hz")
         bins = self.n_fft // 2 + 1
         if self.n_mels > bins:
@@ -73,8 +92,49 @@ class FeatureSettings(Section):
             raise ValueError("; ".join(problems))
         return self
 
+    @property
+    def native(self) -> bool:
+        """True until the files' own rate is filled in (:meth:`at_rate`)."""
+        return self.sample_rate == "native"
+
+    @property
+    def rate(self) -> int:
+        """The sample rate in Hz; only for settings with a known rate."""
+        if self.sample_rate == "native":
+            raise ValueError("sample_rate is native: resolve it with at_rate() first")
+        return self.sample_rate
+
+    def at_rate(self, rate: int) -> FeatureSettings:
+        """These settings with ``sample_rate: native`` replaced by ``rate``, the files' rate.
+
+        Raises
+        ------
+        SettingsError
+            The other settings do not fit that rate (f_max above its Nyquist frequency...).
+        """
+        if not self.native:
+            return self
+        try:
+            return FeatureSettings.model_validate({**self.model_dump(), "sample_rate": rate})
+        except ValidationError as exc:
+            why = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            raise SettingsError(
+                f"features.sample_rate is native and the files are at {rate} Hz: {why}. "
+                "Change the setting, or set features.sample_rate to resample the files."
+            ) from None
+
     def key(self) -> str:
-        """Short hash naming this feature set in the store: equal settings, equal key."""
+        """Short hash naming this feature set in the store: equal settings, equal key.
+
+        Only settings with a rate in Hz have a key: a native rate is first resolved to the
+        files' rate (:meth:`at_rate`, ``FeatureStore.resolve``), so the store knows the real
+        rate and ``native`` on 48 kHz files names the same set as ``sample_rate: 48000``.
+        """
+        if self.native:
+            raise SettingsError(
+                "features.sample_rate: native stands for the files' rate, which is not known "
+                "here; set features.sample_rate to that rate in Hz."
+            )
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -152,15 +212,70 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def flat_settings(settings: BaseModel) -> dict[str, Any]:
+    """Every setting as ``{dotted key: JSON value}`` (``{"train.epochs": 30, ...}``)."""
+    return _flatten(settings.model_dump(mode="json"))
+
+
+def default_value(dotted: str) -> Any:
+    """The default of one setting, e.g. ``default_value("train.epochs") == 30``.
+
+    The CLI shows these in its help, so the help and the settings model cannot disagree.
+    """
+    defaults = _flatten(Settings.model_construct().model_dump(mode="json"))
+    if dotted not in defaults:
+        raise KeyError(dotted)
+    return defaults[dotted]
+
+
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"train.epochs": 5}`` -> ``{"train": {"epochs": 5}}``.
+
+    Raises
+    ------
+    SettingsError
+        A key given both as a value and as a section (``train`` and ``train.epochs``).
+    """
     tree: dict[str, Any] = {}
     for dotted, value in flat.items():
         node = tree
         *parents, leaf = dotted.split(".")
-        for part in parents:
+        for i, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                section = ".".join(parents[: i + 1])
+                raise SettingsError(f"{section} is given both as a value and as a section.")
+        if isinstance(node.get(leaf), dict):
+            raise SettingsError(f"{dotted} is given both as a value and as a section.")
         node[leaf] = value
     return tree
+
+
+# Settings nest three levels (detectors.lof.n_neighbors) and values hold short lists; deeper
+# than this is a mistake, or a YAML alias that holds itself (``a: &x [*x]``).
+MAX_DEPTH = 32
+
+
+def _check_tree(node: Any, path: Path, where: str = "", depth: int = 0) -> None:
+    """Refuse what YAML can express but settings cannot be: keys that are not text, and
+    nesting without end."""
+    if depth > MAX_DEPTH:
+        parts = where.split(".")
+        shown = ".".join(parts[:3]) + ("..." if len(parts) > 3 else "")
+        raise SettingsError(
+            f"{path}: {shown or 'the file'} is nested too deeply (an alias that holds itself?)."
+        )
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                under = f" under {where}" if where else ""
+                raise SettingsError(
+                    f"{path}: key {key!r}{under} is not a setting name; `asd config` lists them."
+                )
+            _check_tree(value, path, f"{where}.{key}" if where else key, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            _check_tree(value, path, where, depth + 1)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -178,10 +293,18 @@ def read_yaml(path: Path) -> dict[str, Any]:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SettingsError(f"{path}{where}: YAML syntax error: {problem}.") from None
+    except RecursionError:
+        raise SettingsError(f"{path}: nested too deeply to be a settings file.") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # Scalars the grammar accepts but cannot build, e.g. the date 2020-13-45.
+        raise SettingsError(
+            f"{path}: a value cannot be read ({exc}); put quotes around it to keep it as text."
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: expected a mapping of sections (features:, train:, ...).")
+    _check_tree(data, path)
     return data
 
 
@@ -240,7 +363,9 @@ def _describe(errors: list[Any], origin: dict[str, str], given: dict[str, Any]) 
 
 
 def load_settings(
-    config: Path | None = None, overrides: dict[str, Any] | None = None
+    config: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    flag_names: dict[str, str] | None = None,
 ) -> tuple[Settings, dict[str, str]]:
     """Resolve the settings from every layer.
 
@@ -248,6 +373,8 @@ def load_settings(
     ----------
     config : the YAML file given with --config, or None to use the default lookup.
     overrides : flag values as dotted keys (``{"train.epochs": 5}``); None values are ignored.
+    flag_names : how the caller names each override in messages (the CLI passes its own flags:
+        ``{"train.learning_rate": "--lr"}``); an override without a name is called by its key.
 
     Returns
     -------
@@ -266,7 +393,7 @@ def load_settings(
     for key, value in _env_layer().items():
         origin[key], given[key] = ENV_PREFIX + key.upper().replace(".", "__"), value
     for key, value in flags.items():
-        origin[key], given[key] = "--" + key.split(".")[-1].replace("_", "-"), value
+        origin[key], given[key] = (flag_names or {}).get(key, f"the override {key}"), value
 
     token = _YAML_LAYER.set(yaml_tree)
     try:

@@ -21,11 +21,16 @@ moment therefore leaves the old store intact and its finished batches in the jou
 writer merges them first. Ctrl-C during a commit is held until the commit is done. One writer
 at a time holds ``features.h5.lock`` (an advisory lock the OS drops when the process dies); a
 second one fails at once with a clear message.
+
+A full disk (ENOSPC, or a quota: EDQUOT) is the same as a kill, plus a message: the writer
+commits what it can, leaves the old store or the journal as they are, and raises
+:class:`StoreFull`, a user error that says a re-run after freeing space finishes the rest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -43,7 +48,9 @@ import h5py
 import numpy as np
 
 from asdcli.errors import StoreError
+from asdcli.files import DiskFullError, is_disk_full
 from asdcli.naming import ClipInfo
+from asdcli.settings import FeatureSettings
 
 FORMAT = "asdcli-features"
 LAYOUT_VERSION = 1
@@ -198,6 +205,46 @@ class FeatureStore:
         with _open(self.path) as f:
             return f"features/{key}" in f
 
+    def resolve(self, features: FeatureSettings) -> FeatureSettings:
+        """The feature settings of the stored set that ``features`` stands for.
+
+        Settings with a rate in Hz are returned as they are. ``sample_rate: native`` stands
+        for the one stored set whose other settings are equal, at that set's rate (so a run
+        records the real rate, and scoring new files resamples them to it).
+
+        Raises
+        ------
+        StoreError
+            No such set, or sets at several rates (the user must choose one).
+        """
+        if not features.native:
+            return features
+        wanted = features.model_dump(mode="json")
+        del wanted["sample_rate"]
+        found: list[FeatureSettings] = []
+        for s in self.feature_sets():
+            try:
+                fs = FeatureSettings.model_validate(s.settings)
+            except ValueError:  # written by another version: not these settings
+                continue
+            other = fs.model_dump(mode="json")
+            del other["sample_rate"]
+            if other == wanted:
+                found.append(fs)
+        if not found:
+            raise StoreError(
+                f"{self.path} has no features for the current feature settings at any sample "
+                "rate (features.sample_rate: native); run `asd featurize DATA` with them first."
+            )
+        if len(found) > 1:
+            rates = " and ".join(f"{fs.rate} Hz" for fs in sorted(found, key=lambda f: f.rate))
+            raise StoreError(
+                f"{self.path} holds features of the current settings at {rates}; "
+                f"features.sample_rate: native cannot choose: set it to one of them, e.g. "
+                f"ASD_FEATURES__SAMPLE_RATE={found[0].rate}."
+            )
+        return found[0]
+
     def _check_generation(self, f: h5py.File) -> None:
         if f.attrs.get("generation") != self._generation:
             raise StoreError(
@@ -277,6 +324,33 @@ class StoreLocked(StoreError):
     pass
 
 
+class StoreFull(StoreError, DiskFullError):
+    """The disk holding the store filled up while it was written."""
+
+
+# Free space a commit needs beyond the old store and the journal (HDF5's own bookkeeping).
+COMMIT_MARGIN = 2**20
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """True for the errors of a full disk or an exhausted quota (:func:`is_disk_full`), and
+    for h5py's: it raises OSError with ``errno`` set when a write fails, but RuntimeError when
+    a flush or a close does, with the errno only in its text."""
+    if exc is None:
+        return False
+    if is_disk_full(exc):
+        return True
+    return isinstance(exc, OSError | RuntimeError) and any(
+        f"errno = {e}," in str(exc) for e in (errno.ENOSPC, errno.EDQUOT)
+    )
+
+
+def _save_batch(path: Path, frames: np.ndarray, meta: str) -> None:
+    """Write one journal batch (float32 frames and its JSON metadata) to ``path``."""
+    with open(path, "wb") as fh:
+        np.savez(fh, frames=frames, meta=np.array(meta))
+
+
 @contextlib.contextmanager
 def ctrl_c_held() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) until the block ends, then deliver it: the block is not cut short.
@@ -304,6 +378,7 @@ class StoreWriter:
 
     ``add`` buffers clips and writes them to the journal in batches; leaving the ``with`` block
     (normally, or by an exception such as KeyboardInterrupt) commits everything written so far.
+    ``committed`` counts the clips this writer has written to the journal: they survive a crash.
     """
 
     def __init__(
@@ -335,27 +410,72 @@ class StoreWriter:
                 pass
         elif not self.path.parent.exists():
             raise StoreError(f"Folder {self.path.parent} for the store does not exist.")
-        self._lock()
         try:
+            self._lock()
             self._cleanup_temp()
             if not self.path.exists():
                 self._write_empty()
             if _journal_batches(self.path):
                 with ctrl_c_held():
                     self._merge()
-        except BaseException:
+        except BaseException as exc:
             self._unlock()
+            if disk_full(exc):
+                raise self._full(merged=False) from exc
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        full = exc if disk_full(exc) else None
+        merged = False
         try:
             with ctrl_c_held():
-                self.flush()
+                try:
+                    self.flush()
+                except OSError as err:
+                    if not disk_full(err):
+                        raise
+                    # Finished clips, but no room for them: the next run computes them again.
+                    full = err
+                    self._pending, self._filled = [], 0
                 self._frames = np.empty((0, self.n_mels), dtype=np.float32)  # before merging
-                self._merge()
+                try:
+                    self._merge()
+                    merged = True
+                except (OSError, RuntimeError) as err:
+                    if not disk_full(err):
+                        raise
+                    full = err  # the old store and the journal are intact
         finally:
             self._unlock()
+        if full is not None:
+            raise self._full(merged) from full
+
+    def _full(self, merged: bool) -> StoreFull:
+        if not self.committed:
+            saved = "the store is intact"
+        elif merged:
+            saved = f"the store is intact and holds the {self.committed} clip(s) saved before"
+        else:
+            saved = f"the store is intact; {self.committed} saved clip(s) wait in its journal"
+        return StoreFull(
+            f"The disk holding {self.path} is full: {saved}. Free some space and run the same "
+            "command again: it finishes the rest."
+        )
+
+    def _check_room(self, batches: Sequence[Path]) -> None:
+        """Refuse a commit that cannot fit, before HDF5 starts: HDF5 running out of space
+        mid-write can leave h5py unable to close the file (seen: RuntimeError, then a crash of
+        the process at exit). The new file holds at most the old store plus the journal."""
+        st = os.statvfs(self.path.parent)
+        if st.f_blocks == 0:  # a file system that reports no size (some FUSE mounts)
+            return
+        free = st.f_bavail * st.f_frsize
+        need = sum(b.stat().st_size for b in batches) + COMMIT_MARGIN
+        if self.path.exists():
+            need += self.path.stat().st_size
+        if free < need:
+            raise OSError(errno.ENOSPC, f"a commit needs {need} bytes, {free} are free")
 
     def _lock(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
@@ -369,9 +489,9 @@ class StoreWriter:
                 f"Another asd process (pid {holder}) is writing {self.path}. "
                 "Wait for it to finish, or use another --store."
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)  # may fail on a full disk: fd is held
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -391,14 +511,29 @@ class StoreWriter:
     def _write_empty(self) -> None:
         """A valid store with no clips yet: from the first moment on, the file opens."""
         tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["layout_version"] = LAYOUT_VERSION
-            f.attrs["generation"] = uuid.uuid4().hex
-            f.create_group("features")
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.attrs["layout_version"] = LAYOUT_VERSION
+                f.attrs["generation"] = uuid.uuid4().hex
+                f.create_group("features")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.path)
 
     # -- what is there already
+    def splits(self) -> dict[str, str]:
+        """path -> split of every clip of this feature set already stored."""
+        if not self.path.exists():
+            return {}
+        with _open(self.path) as f:
+            grp = f.get(f"features/{self.key}/clips")
+            if grp is None:
+                return {}
+            paths, splits = grp["path"][()], grp["split"][()]
+            return {p.decode(): s.decode() for p, s in zip(paths, splits, strict=True)}
+
     def known(self) -> dict[str, tuple[int, int]]:
         """path -> (size, mtime_ns) of every clip of this feature set already stored."""
         known: dict[str, tuple[int, int]] = {}
@@ -445,9 +580,13 @@ class StoreWriter:
         meta = {"key": self.key, "settings": self.settings_json, "records": records}
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.npz"
         tmp = jdir / (name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, frames=self._frames[: self._filled], meta=np.array(json.dumps(meta)))
+        try:
+            _save_batch(tmp, self._frames[: self._filled], json.dumps(meta))
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a partial batch: of no use, and it holds disk space
+            raise
         os.replace(tmp, jdir / name)
+        self.committed += len(records)
         self._seq += 1
         self._pending = []
         self._filled = 0
@@ -459,6 +598,7 @@ class StoreWriter:
         batches = _journal_batches(self.path)
         if not batches:
             return
+        self._check_room(batches)
         by_key: dict[str, list[tuple[dict[str, Any], np.lib.npyio.NpzFile]]] = {}
         loaded = []
         for b in batches:

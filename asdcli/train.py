@@ -3,26 +3,33 @@
 Only one machine type's features are in memory at a time, except for joint detectors
 (emb-knn), which learn from every machine type at once and then save one model per type.
 Ctrl-C stops training, keeps the best weights of the machine in progress and marks the run
-``incomplete``.
+``incomplete``. Every file of the run is written through :class:`asdcli.runs.Run`; each machine
+type's model and threshold are recorded in the manifest (with their hashes) as soon as they are
+saved. A full disk stops training with a :class:`~asdcli.files.DiskFullError`, the run marked
+``incomplete`` where the manifest can still be written; earlier runs are never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from asdcli.errors import DataError, StoreError, UserError
-from asdcli.files import write_csv, write_json, write_text
+from asdcli.files import disk_full_error, is_disk_full
 from asdcli.runs import Run, start_run
 from asdcli.settings import Settings
 from asdcli.store import ClipRecord, FeatureStore
+
+if TYPE_CHECKING:
+    from asdcli.detectors.base import Detector
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +64,7 @@ def training_clips(store: FeatureStore, key: str) -> dict[str, list[ClipRecord]]
     return by_machine
 
 
-def resolve_detector(name: str) -> type[Any]:
+def resolve_detector(name: str) -> type[Detector]:
     """The registered detector class, with unknown names turned into a user error."""
     from asdcli.detectors import get_detector
 
@@ -70,7 +77,7 @@ def resolve_detector(name: str) -> type[Any]:
 def open_feature_set(settings: Settings) -> tuple[FeatureStore, str]:
     """The store and the key of the current feature settings, which it must hold."""
     store = FeatureStore(settings.paths.store)
-    key = settings.features.key()
+    key = store.resolve(settings.features).key()  # native: the rate its set was made at
     if not store.has(key):
         sets = ", ".join(
             f"{s.key} (n_mels={s.settings.get('n_mels')}, {s.n_clips} clips)"
@@ -100,7 +107,8 @@ def train(
     machines : restrict to these machine types (default: every machine with training clips).
     """
     from asdcli.detectors import canonical_name, params_key, resolve_device
-    from asdcli.metrics import fit_gamma_threshold
+    from asdcli.detectors.base import ParamsContext
+    from asdcli.thresholds import fit_gamma_threshold, threshold_record
 
     cls = resolve_detector(detector)
     name = canonical_name(detector)
@@ -132,9 +140,10 @@ def train(
                 f"{settings.paths.store} has no training clips (files in <machine>/train/)."
             )
 
-    params = getattr(settings.detectors, params_key(name))
-    if name == "ensemble":
-        params, chosen = _ensemble_members(settings, params, key, chosen)
+    params: BaseModel = getattr(settings.detectors, params_key(name))
+    params, chosen = cls.resolve_params(
+        params, ParamsContext(settings.paths.runs, key, tuple(chosen))
+    )
     run = start_run(
         settings.paths.runs,
         name,
@@ -143,34 +152,26 @@ def train(
             "params": params.model_dump(mode="json"),
             "train_params": settings.train.model_dump(mode="json"),
             "feature_key": key,
-            "feature_settings": settings.features.model_dump(mode="json"),
+            "feature_settings": store.resolve(settings.features).model_dump(mode="json"),
             "store": str(settings.paths.store.resolve()),
             "training_clips": {m: len(available[m]) for m in chosen},
             "fingerprints": {m: fingerprint(available[m]) for m in chosen},
         },
     )
-    write_text(run.path / "settings.yaml", settings.to_yaml())
 
     result = TrainResult(run)
     history: list[list[Any]] = []
     train_scores: list[list[Any]] = []
-    thresholds: dict[str, Any] = {}
+    thresholds: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     try:
+        run.write_settings(settings.to_yaml())
         for machine, det, records, seconds in _fitted_models(
             cls, params, settings, store, key, {m: available[m] for m in chosen}, progress
         ):
             det.save(run.model_dir(machine))
             fit = fit_gamma_threshold(det.train_scores_, settings.train.threshold_percentile)
-            thresholds[machine] = {
-                "threshold": fit.threshold,
-                "percentile": settings.train.threshold_percentile,
-                "method": fit.method,
-                "shape": fit.shape,
-                "loc": fit.loc,
-                "scale": fit.scale,
-                "note": fit.note,
-            }
+            thresholds[machine] = threshold_record(fit)
             if not cls.joint or not history:  # a joint model's history is written once
                 history_name = JOINT if cls.joint else machine
                 for row in det.history_:
@@ -191,97 +192,43 @@ def train(
                 "epochs": len(det.history_),
                 "threshold": fit.threshold,
             }
-            run.manifest.setdefault("n_params", {})[machine] = int(det.n_params_)
-            run.manifest.setdefault("completed_machines", []).append(machine)
+            run.write_training_outputs(thresholds, history, train_scores)
             run.manifest["train_seconds"] = round(time.perf_counter() - t0, 3)
-            _write_outputs(run, history, train_scores, thresholds)
+            run.complete_machine(machine, det.n_params_)
             if progress:
                 progress(machine, {"event": "done", **result.machines[machine]})
             if det.interrupted_:
                 raise KeyboardInterrupt
+        _training_figures(run, history)
+        run.manifest["status"] = "complete"
+        run.manifest["train_seconds"] = round(time.perf_counter() - t0, 3)
+        run.save_manifest()
     except KeyboardInterrupt:
         result.interrupted = True
-        run.manifest["status"] = "incomplete"
-        run.manifest["reason"] = "interrupted (Ctrl-C)"
-        run.save_manifest()
+        _stop(run, "interrupted (Ctrl-C)")
         return result
     except BaseException as exc:
-        run.manifest["status"] = "incomplete"
-        run.manifest["reason"] = f"failed: {type(exc).__name__}: {exc}"
-        run.save_manifest()
+        _stop(run, f"failed: {type(exc).__name__}: {exc}")
+        if is_disk_full(exc) and not isinstance(exc, UserError):
+            # A file a detector writes itself, not through asdcli.files.
+            raise disk_full_error(run.path) from exc
         raise
-    _training_figures(run, history)
-    run.manifest["status"] = "complete"
-    run.manifest["train_seconds"] = round(time.perf_counter() - t0, 3)
-    run.save_manifest()
     return result
 
 
-def _ensemble_members(
-    settings: Settings, params: Any, key: str, machines: list[str]
-) -> tuple[Any, list[str]]:
-    """Resolve ``--members``: run names or folders become absolute run paths (complete runs
-    with the current feature settings), detector names stay; keep the machine types every
-    member run has a model for."""
-    from asdcli.detectors import canonical_name
-    from asdcli.runs import load_run
-
-    if not params.members:
-        raise UserError(
-            "ensemble needs members: `asd train ensemble --members RUN1,RUN2` (run folders, run "
-            "names under the runs folder, or detector names such as lof,gmm)."
-        )
-    if params.weights is not None and len(params.weights) != len(params.members):
-        raise UserError(
-            f"{len(params.weights)} ensemble weights for {len(params.members)} members; "
-            "give one weight per member."
-        )
-    resolved: list[str] = []
-    kept = list(machines)
-    for member in params.members:
-        folder = next(
-            (
-                p
-                for p in (Path(member), settings.paths.runs / member)
-                if (p / "manifest.json").is_file()
-            ),
-            None,
-        )
-        if folder is None:
-            try:
-                resolved.append(canonical_name(member))
-            except ValueError:
-                raise UserError(
-                    f"ensemble member {member!r} is neither a run folder (looked in . and "
-                    f"{settings.paths.runs}) nor a detector name; `asd report` lists the runs."
-                ) from None
-            continue
-        run = load_run(folder)  # refuses incomplete runs with a clear message
-        if run.manifest.get("feature_key") != key:
-            raise UserError(
-                f"ensemble member {run.name} was trained on other features (key "
-                f"{run.manifest.get('feature_key')}, current {key}); train the ensemble with "
-                "the member's feature settings (--config "
-                f"{run.path / 'settings.yaml'})."
-            )
-        has = set(run.manifest.get("completed_machines", run.machines))
-        dropped = [m for m in kept if m not in has]
-        if dropped:
-            log.warning(
-                "Ensemble member %s has no model for %s: left out.", run.name, ", ".join(dropped)
-            )
-        kept = [m for m in kept if m in has]
-        resolved.append(str(run.path.resolve()))
-    if not kept:
-        raise DataError(
-            "The ensemble members have no machine type in common with the store's training clips."
-        )
-    return params.model_copy(update={"members": resolved}), kept
+def _stop(run: Run, reason: str) -> None:
+    """Mark the run incomplete. On a full disk the manifest may not be writable either: it
+    then still says ``running``, which :func:`asdcli.runs.load_run` reads as incomplete once
+    this process has ended."""
+    run.manifest["status"] = "incomplete"
+    run.manifest["reason"] = reason
+    with contextlib.suppress(OSError, UserError):
+        run.save_manifest()
 
 
 def _fit_one(
-    det: Any,
-    features: list[Any],
+    det: Detector,
+    features: list[np.ndarray],
     records: list[ClipRecord],
     machine: str,
     progress: TrainProgress | None,
@@ -297,14 +244,14 @@ def _fit_one(
 
 
 def _fitted_models(
-    cls: type[Any],
-    params: Any,
+    cls: type[Detector],
+    params: BaseModel,
     settings: Settings,
     store: FeatureStore,
     key: str,
     records_of: dict[str, list[ClipRecord]],
     progress: TrainProgress | None,
-) -> Iterator[tuple[str, Any, list[ClipRecord], float]]:
+) -> Iterator[tuple[str, Detector, list[ClipRecord], float]]:
     """Yield ``(machine, fitted detector, its training clips, seconds)`` per machine type.
 
     A per-machine detector holds one machine type's features at a time. A joint one
@@ -334,27 +281,10 @@ def _fitted_models(
         yield machine, det.restrict(machine, machine_of == machine), records, seconds
 
 
-def _write_outputs(
-    run: Run,
-    history: list[list[Any]],
-    train_scores: list[list[Any]],
-    thresholds: dict[str, Any],
-) -> None:
-    write_csv(
-        run.path / "history.csv",
-        history,
-        header=["machine", "epoch", "loss", "val_loss", "seconds"],
-    )
-    write_csv(
-        run.path / "train_scores.csv",
-        train_scores,
-        header=["machine", "section", "domain", "file", "score"],
-    )
-    write_json(run.path / "thresholds.json", thresholds)
-
-
 def _training_figures(run: Run, history: list[list[Any]]) -> None:
-    from asdcli.plots import training_curve_figure
+    """One training curve per machine type (or one for a joint model) with epochs."""
+    from asdcli.files import write_png
+    from asdcli.plots import build_training_curve
 
     by_machine: dict[str, list[dict[str, Any]]] = {}
     for machine, epoch, loss, val_loss, seconds in history:
@@ -362,8 +292,7 @@ def _training_figures(run: Run, history: list[list[Any]]) -> None:
             {"epoch": epoch, "loss": loss, "val_loss": val_loss, "seconds": seconds}
         )
     for machine, rows in by_machine.items():
-        training_curve_figure(
-            rows,
-            f"{run.detector} on {machine}: training curve",
-            run.path / f"training_curve_{machine}.png",
+        write_png(
+            build_training_curve(rows, f"{run.detector} on {machine}: training curve"),
+            run.training_curve_path(machine),
         )

@@ -8,6 +8,7 @@ import torch
 
 from asdcli.detectors.conv_ae import ConvAutoencoder
 from asdcli.detectors.params import TrainParams
+from asdcli.detectors.windows import WindowSet
 from asdcli.settings import load_settings
 
 
@@ -21,7 +22,8 @@ def test_autoencoders_default_to_no_augmentation_and_settings_override():
     assert det().augmentation() == {"mixup": 0.0, "time_mask": 0, "freq_mask": 0}
     x = torch.randn(4, 8, 16)
     assert det()._spec_augment(x) is x
-    mixed, perm, lam = det()._mixup(x)
+    (mixed,) = det()._mixup(x)
+    perm, lam = det()._mixup_pairs(4)
     assert mixed is x and lam == 1.0
     settings, _ = load_settings(None, {"train.time_mask": 5, "train.mixup": 0.4})
     assert settings.train.time_mask == 5 and settings.train.freq_mask is None
@@ -51,7 +53,8 @@ def test_spec_augment_zeroes_one_contiguous_run_per_axis_and_keeps_the_rest(time
 
 def test_mixup_blends_each_window_with_a_partner():
     x = torch.randn(6, 4, 5)
-    mixed, perm, lam = det(mixup=0.5)._mixup(x)
+    perm, lam = det(mixup=0.5)._mixup_pairs(6)
+    (mixed,) = det(mixup=0.5)._mixup(x)  # the same seed draws the same partners and weight
     assert 0 < lam < 1 and sorted(perm.tolist()) == list(range(6))
     torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[perm])
 
@@ -64,7 +67,8 @@ def test_masked_training_reconstructs_the_clean_windows():
     torch.manual_seed(1)
     windows = torch.randn(4, 8, 16)
     torch.manual_seed(2)
-    loss = d._batch_loss(module.eval(), windows, np.arange(4))
+    module.eval()
+    loss = d._batch_loss(WindowSet(list(windows.numpy()), 16, 16), np.arange(4))
     torch.manual_seed(2)
     noisy = d._spec_augment(windows)
     expected = ((module(noisy.unsqueeze(1)) - windows.unsqueeze(1)) ** 2).mean()

@@ -80,3 +80,28 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "asdcli", "--help"], capture_output=True, text=True
     )
     assert done.returncode == 0 and "featurize" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--train", "0"], "--train must be an integer >= 1"),
+        (["--test", "6"], "--test must be a multiple of 4"),
+        (["--target-train", "500"], "--target-train must be between 0"),
+        (["--machines", "pump"], "--machines names unknown type(s) 'pump'"),
+    ],
+)
+def test_synth_errors_name_the_flag_not_the_argument(tmp_path, args, needle):
+    r = run("synth", str(tmp_path / "out"), *args)
+    assert r.exit_code == 2, r.output
+    assert needle in r.output
+    assert "n_train" not in r.output and "target_train" not in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_commands_are_registered_in_one_place():
+    """Every command module's functions are in the app; nothing registers on import."""
+    import asdcli.cli as cli
+
+    names = {c.name for c in cli.app.registered_commands}
+    assert names == {"synth", "featurize", "train", "score", "evaluate", "report", "demo", "config"}

@@ -211,6 +211,7 @@ def test_registry_names_aliases_and_sections():
         "lstm-ae",
         "lof",
         "iforest",
+        "knn",
         "gmm",
         "vae",
         "emb-knn",

@@ -11,13 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asdcli.detectors.emb_knn import (
-    ArcFaceHead,
-    EmbKNNDetector,
-    SubClusterAdaCosHead,
-    class_keys,
-)
+from asdcli.detectors.emb_knn import EmbKNNDetector
+from asdcli.detectors.emb_knn.heads import ArcFaceHead, SubClusterAdaCosHead
+from asdcli.detectors.emb_knn.tasks import class_keys, freq_shift, pretext, time_stretch
 from asdcli.detectors.params import TrainParams
+from asdcli.detectors.windows import WindowSet
 from asdcli.featurize import featurize
 from asdcli.naming import ClipInfo
 from asdcli.settings import load_settings
@@ -44,11 +42,13 @@ def test_classes_come_from_machine_section_and_attributes():
     # One class only: the domain is added so there is something to learn...
     one = [info(), info(domain="target")]
     assert class_keys(one, "section") == ["fan|00|source", "fan|00|target"]
-    # ...and with nothing to tell apart, fit refuses with a reason.
+    # ...and with nothing to tell apart and no self-supervised task, fit refuses with a reason.
     rng = np.random.default_rng(0)
     feats = [rng.normal(size=(N_MELS, 20)).astype(np.float32) for _ in range(4)]
     with pytest.raises(ValueError, match="at least two classes"):
-        EmbKNNDetector(SMALL, TRAIN).fit(feats, [info() for _ in feats])
+        EmbKNNDetector({**SMALL, "self_supervised": "none"}, TRAIN).fit(
+            feats, [info() for _ in feats]
+        )
 
 
 def hand_detector(k: int = 1) -> EmbKNNDetector:
@@ -292,3 +292,108 @@ def test_statistics_exposure_swaps_band_means_and_labels_the_exposed_twin_class(
             assert new[i].argmax() == label + 3 and new[i].sum() == 1
         else:
             assert new[i].argmax() == label
+
+
+# --- one machine type without attributes: the self-supervised task ----------------------------
+
+
+def test_frequency_shift_is_circular_and_time_stretch_interpolates_about_the_centre():
+    x = torch.arange(2 * 4 * 6, dtype=torch.float32).view(2, 4, 6)  # (B, n_mels, T)
+    out = freq_shift(x, torch.tensor([1, -2]))
+    torch.testing.assert_close(out[0], x[0][[3, 0, 1, 2]])  # band m shows band m - 1
+    torch.testing.assert_close(out[1], x[1][[2, 3, 0, 1]])  # band m shows band m + 2
+    assert torch.equal(freq_shift(x, torch.tensor([0, 0])), x)
+    assert torch.equal(time_stretch(x, torch.tensor([1.0, 1.0])), x)  # exactly unchanged
+    ramp = torch.arange(8, dtype=torch.float32).expand(1, 3, 8)  # value = frame index
+    # Half speed about the centre c = 3.5: frame t shows position 3.5 + (t - 3.5) / 2.
+    slow = time_stretch(ramp, torch.tensor([0.5]))
+    torch.testing.assert_close(slow[0, 0], 3.5 + (torch.arange(8.0) - 3.5) / 2)
+    # Double speed reads past both ends, circularly: position -3.5 is 4.5, 11.5 is 3.5.
+    fast = time_stretch(ramp, torch.tensor([2.0]))
+    pos = torch.remainder(3.5 + (torch.arange(8.0) - 3.5) * 2, 8)
+    lo, w = pos.floor(), pos - pos.floor()
+    torch.testing.assert_close(fast[0, 0], lo * (1 - w) + ((lo + 1) % 8) * w)
+
+
+def test_pretext_tasks_and_their_class_names():
+    shift = pretext("shift", 128)
+    assert shift is not None and shift.shifts == (0, -2, 2, -4, 4)  # steps of 128 / 64 bands
+    assert shift.names[0] == "shift=+0" and set(shift.rates) == {1.0}
+    assert pretext("shift", 32).shifts == (0, -1, 1, -2, 2)  # at least one band per step
+    both = pretext("shift_stretch", 64)
+    assert both is not None and len(both) == 15
+    assert (both.shifts[0], both.rates[0]) == (0, 1.0)  # class 0 is the window as recorded
+    assert len(set(zip(both.shifts, both.rates, strict=True))) == 15
+    assert pretext("none", 128) is None and pretext("exposure", 128) is None
+
+
+def single_machine(n: int = 10, seed: int = 0) -> tuple[list[np.ndarray], list[ClipInfo]]:
+    """One machine type, one section, one domain, no attributes: nothing in the names."""
+    rng = np.random.default_rng(seed)
+    return [clip(rng, frames=40) for _ in range(n)], [info() for _ in range(n)]
+
+
+def test_one_machine_without_attributes_trains_on_the_shift_task_and_scores_spread():
+    feats, infos = single_machine()
+    det = EmbKNNDetector(SMALL, TRAIN).fit(feats, infos)  # self_supervised=auto: no refusal
+    assert det.classes_ == [f"fan|00|source|shift={s:+d}" for s in (0, -1, 1, -2, 2)]
+    assert det.train_scores_.std() > 1e-4
+    rng = np.random.default_rng(9)
+    test = [clip(rng, frames=40) for _ in range(4)] + [
+        clip(rng, frames=40, anomaly=True) for _ in range(4)
+    ]
+    scores = det.score(test, [info()] * 8)
+    assert np.isfinite(scores).all() and scores.std() > 1e-4  # not collapsed to one point
+
+
+def test_names_that_tell_clips_apart_need_no_self_supervised_task(fitted):
+    det, _, _ = fitted
+    assert det.classes_ == ["fan|00|vel=0", "fan|00|vel=1", "fan|00|vel=2"]
+    feats, infos = single_machine(6)
+    chosen = EmbKNNDetector({**SMALL, "self_supervised": "stretch"}, TRAIN).fit(feats, infos)
+    assert chosen.classes_ == [f"fan|00|source|stretch={r:g}" for r in (1, 0.8, 1.25)]
+    exposure = EmbKNNDetector({**SMALL, "self_supervised": "exposure"}, TRAIN).fit(feats, infos)
+    assert exposure.classes_ == ["fan|00|source"] and exposure._n_outputs() == 2
+    with pytest.raises(ValueError, match="at least two classes"):
+        EmbKNNDetector({**SMALL, "self_supervised": "exposure", "exposure": 0}, TRAIN).fit(
+            feats, infos
+        )
+
+
+class _Recorder(torch.nn.Module):
+    """Stands in for the network (keeps its input, passes it on) or the head (keeps the
+    targets, returns a zero loss)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        self.seen.append(x if targets is None else targets)
+        return x if targets is None else x.sum() * 0
+
+
+def test_each_window_is_transformed_as_its_target_class_says():
+    train = TrainParams(device="cpu", mixup=0, time_mask=0, freq_mask=0)
+    det = EmbKNNDetector({**SMALL, "exposure": 0, "self_supervised": "shift"}, train)
+    feats, infos = single_machine(3)
+    infos[2] = info(section="01")  # two name classes: 0 and 1 (x 5 shifts)
+    det.n_mels_, det.device_ = N_MELS, torch.device("cpu")
+    det._build_head(infos)
+    assert det._labels.tolist() == [0, 0, 5]
+    det._aug_rng = np.random.default_rng(0)
+    det.module_, det._head = _Recorder(), _Recorder()
+    ws = WindowSet(feats, 16, 8, ids=np.arange(3))
+    idx = np.arange(len(ws))
+    det._batch_loss(ws, idx)
+    inputs, targets = det.module_.seen[0][:, 0], det._head.seen[0]
+    assert det._pretext is not None
+    for i, (window, target) in enumerate(zip(inputs, targets, strict=True)):
+        label = int(det._labels[ws.ids_of(idx)[i]])
+        t = int(target.argmax()) - label
+        assert target.sum() == 1 and 0 <= t < 5
+        shift = torch.tensor([det._pretext.shifts[t]])
+        torch.testing.assert_close(
+            window, freq_shift(torch.from_numpy(ws.gather(idx[i : i + 1])), shift)[0]
+        )
+    assert len({int(t.argmax()) for t in targets}) > 2  # several shifts were drawn

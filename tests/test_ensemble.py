@@ -4,6 +4,7 @@ saved models, and the CLI's ``--members`` with its user errors."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -12,8 +13,10 @@ from typer.testing import CliRunner
 
 from asdcli.cli import app
 from asdcli.detectors import load_detector
-from asdcli.detectors.ensemble import EnsembleDetector
-from asdcli.detectors.params import TrainParams
+from asdcli.detectors.base import ParamsContext
+from asdcli.detectors.ensemble import STATS_FILE, EnsembleDetector
+from asdcli.detectors.params import EnsembleParams, TrainParams
+from asdcli.errors import DataError, UserError
 from asdcli.featurize import featurize
 from asdcli.naming import ClipInfo
 from asdcli.score import score_run
@@ -60,6 +63,31 @@ def test_scores_are_the_weighted_mean_of_standardised_member_scores():
     )
     np.testing.assert_array_equal(det.member_scores(test_x)[1], gmm.score(test_x))
     assert det.n_params_ == lof.n_params_ + gmm.n_params_
+    # the member statistics have their own attributes; the input is not standardised here
+    np.testing.assert_array_equal(
+        det.member_mean_, np.float32([lof.train_scores_.mean(), gmm.train_scores_.mean()])
+    )
+    assert det.norm_mean_.size == 0 and det.norm_std_.size == 0
+
+
+def test_saved_statistics_and_the_earlier_format_load_the_same(tmp_path):
+    train_x, test_x = data(12, 0), data(5, 1)
+    det = EnsembleDetector({"members": ["lof", "gmm"]}, TRAIN).fit(train_x, None)
+    det.save(tmp_path / "new")
+    meta = json.loads((tmp_path / "new" / "detector.json").read_text())
+    assert meta["files"] == ["members/0", "members/1", STATS_FILE]
+    np.testing.assert_array_equal(load_detector(tmp_path / "new").score(test_x), det.score(test_x))
+    # before: the statistics in detector.json's normalisation, no statistics file
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "new", old)
+    (old / STATS_FILE).unlink()
+    meta["files"] = ["members/0", "members/1"]
+    meta["normalisation"] = {
+        "mean": det.member_mean_.tolist(),
+        "std": det.member_std_.tolist(),
+    }
+    (old / "detector.json").write_text(json.dumps(meta))
+    np.testing.assert_array_equal(load_detector(old).score(test_x), det.score(test_x))
 
 
 @pytest.mark.parametrize(
@@ -134,7 +162,7 @@ def test_cli_members_errors(two_runs, dataset):
     env = env_of(settings)
     cases = [
         (["train", "ensemble"], "needs members"),
-        (["train", "lof", "--members", "a,b"], "--members applies to ensemble only"),
+        (["train", "lof", "--members", "a,b"], "--members: lof has no parameter 'members'"),
         (["train", "ensemble", "--members", "no-such-run"], "neither a run folder"),
     ]
     manifest = json.loads((lof / "manifest.json").read_text())
@@ -156,6 +184,27 @@ def test_cli_members_errors(two_runs, dataset):
         env={**env, "ASD_FEATURES__N_MELS": "16"},
     )
     assert r.exit_code == 2 and "trained on other features" in r.output, r.output
+
+
+def test_resolve_params_hook(two_runs, tmp_path, caplog):
+    settings, lof, gmm = two_runs
+    key = settings.features.key()
+    context = ParamsContext(settings.paths.runs, key, ("bearing", "fan", "pump"))
+    params = EnsembleParams(members=[lof.name, str(gmm), "isolation_forest"])
+    with caplog.at_level(logging.WARNING):
+        resolved, machines = EnsembleDetector.resolve_params(params, context)
+    # run names and paths become absolute run folders; detector names their canonical name
+    assert resolved.members == [str(lof.resolve()), str(gmm.resolve()), "iforest"]
+    assert machines == ["bearing", "fan"]  # no member run has a pump model
+    assert "has no model for pump" in caplog.text
+    with pytest.raises(UserError, match="needs members"):
+        EnsembleDetector.resolve_params(EnsembleParams(), context)
+    with pytest.raises(UserError, match="2 weights for 1 members"):
+        EnsembleDetector.resolve_params(EnsembleParams(members=["lof"], weights=[1, 2]), context)
+    with pytest.raises(UserError, match="trained on other features"):
+        EnsembleDetector.resolve_params(params, ParamsContext(settings.paths.runs, "other", ()))
+    with pytest.raises(DataError, match="no machine type in common"):
+        EnsembleDetector.resolve_params(params, ParamsContext(settings.paths.runs, key, ("x",)))
 
 
 def test_ensemble_of_detector_names_trains_its_members(two_runs):

@@ -12,8 +12,9 @@ import scipy.stats
 from rich.console import Console
 from sklearn.metrics import roc_auc_score
 
+from asdcli.cli.render import evaluation_table
 from asdcli.errors import DataError, RunError
-from asdcli.evaluate import CSV_HEADER, evaluate_run, rich_table
+from asdcli.evaluate import CSV_HEADER, evaluate_run
 from asdcli.metrics import METRIC_FIELDS
 from asdcli.runs import RUN_LAYOUT_VERSION
 
@@ -314,8 +315,8 @@ def test_figures_are_pngs(run):
     names = {p.name for p in result.figures}
     for machine in ("fan", "toy_car"):
         assert {f"roc_{machine}.png", f"confusion_{machine}.png", f"scores_{machine}.png"} <= names
-    # history.csv has rows for fan only
-    assert "training_fan.png" in names and "training_toy_car.png" not in names
+    # the training curve is drawn once, by `asd train`, not again here
+    assert not any(name.startswith("training") for name in names)
     for path in result.figures:
         assert path.parent == run / "figures"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -357,11 +358,11 @@ def test_metrics_csv(tmp_path):
 
 def render(result) -> str:
     console = Console(record=True, width=160)
-    console.print(rich_table(result))
+    console.print(evaluation_table(result))
     return console.export_text()
 
 
-def test_rich_table(run):
+def test_evaluation_table(run):
     text = render(evaluate_run(run, figures=False))
     assert "toy_car" in text and "AUC-s" in text and "F1-t" in text
     assert "official score" in text

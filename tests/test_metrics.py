@@ -23,10 +23,8 @@ from asdcli.metrics import (
     EPS,
     METRIC_FIELDS,
     SectionMetrics,
-    fit_gamma_threshold,
-    gamma_threshold,
+    fmt,
     official_score,
-    oracle_f1_threshold,
     section_metrics,
     summarize,
 )
@@ -276,91 +274,19 @@ def test_summarize_with_nothing_computable():
     assert len(out["skipped"]) == len(METRIC_FIELDS)
 
 
-# --- oracle threshold ---------------------------------------------------------------------
+# --- per-section official score, display ---------------------------------------------------
 
 
-def test_oracle_f1_threshold_hand_case():
-    # sorted scores 0.1 0.2 0.5 0.7* 0.9 0.95* (* anomalous), 2 anomalies:
-    # flag >= 0.95: tp 1 fp 0 -> F1 2/3; >= 0.9: tp 1 fp 1 -> 1/2; >= 0.7: tp 2 fp 1 -> 4/5;
-    # >= 0.5: tp 2 fp 2 -> 2/3 ... best: flag >= 0.7, threshold between 0.5 and 0.7 -> 0.6
-    t, f1 = oracle_f1_threshold(SCORES, LABELS)
-    assert t == pytest.approx(0.6)
-    assert f1 == pytest.approx(0.8)
+def test_section_official_score_uses_the_available_values():
+    m = SectionMetrics(auc_source=0.5, auc_target=1.0, pauc=0.25)
+    assert m.official_score == pytest.approx(3 / (1 / 0.5 + 1 / 1.0 + 1 / 0.25))
+    assert SectionMetrics(auc_source=0.5, pauc=0.5).official_score == pytest.approx(0.5)
+    assert SectionMetrics().official_score is None
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_oracle_f1_threshold_matches_brute_force(seed):
-    rng = np.random.default_rng(seed)
-    s = np.round(rng.normal(size=60), 1)  # rounding makes ties
-    y = (rng.random(60) < 0.3).astype(int)
-    t, f1 = oracle_f1_threshold(s, y)
-    brute = max(f1_score(y, (s > c).astype(int), zero_division=0) for c in np.r_[s, s.min() - 1])
-    assert f1 == pytest.approx(brute)
-    assert f1_score(y, (s > t).astype(int)) == pytest.approx(f1)
-
-
-def test_oracle_f1_threshold_degenerate():
-    assert oracle_f1_threshold([0.3, 0.1], [0, 0]) == (0.3, 0.0)
-    t, f1 = oracle_f1_threshold([0.5, 0.5, 0.5], [0, 1, 1])
-    assert t < 0.5 and f1 == pytest.approx(0.8)  # flag all: 2 * 2 / (3 + 2)
-    with pytest.raises(ValueError):
-        oracle_f1_threshold([], [])
-
-
-# --- gamma threshold ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("a", "loc", "scale"), [(2.0, 0.0, 1.0), (5.0, 3.0, 1e-3), (9, 0, 1e4)])
-def test_gamma_threshold_recovers_true_quantile(a, loc, scale):
-    x = scipy.stats.gamma.rvs(a, loc=loc, scale=scale, size=3000, random_state=0)
-    true = scipy.stats.gamma.ppf(0.9, a, loc=loc, scale=scale)
-    fit = fit_gamma_threshold(x, 0.9)
-    assert fit.method == "gamma"
-    assert fit.threshold == pytest.approx(true, rel=0.05, abs=0.05 * scale)
-    # same model as the DCASE baseline's raw fit, up to the optimiser's tolerance
-    baseline = scipy.stats.gamma.ppf(0.9, *scipy.stats.gamma.fit(x))
-    assert fit.threshold == pytest.approx(baseline, rel=1e-3)
-    assert gamma_threshold(x) == fit.threshold
-
-
-@pytest.mark.parametrize(
-    ("scores", "method"),
-    [
-        ([3.0] * 20, "empirical"),  # all equal
-        ([1.0, 2.0], "empirical"),  # too few
-        ([-5.0, -4.0, -3.5, -3.0, -2.9, -2.0, -1.0, -0.5], "gamma"),  # negative: fit still works
-        (-scipy.stats.gamma.rvs(2, size=500, random_state=1), "empirical"),  # left-skewed
-        ([1.0, np.nan, 2.0, np.inf, 3.0], "empirical"),  # non-finite ignored, 3 left
-    ],
-)
-def test_gamma_threshold_degenerate_inputs_are_finite(scores, method):
-    fit = fit_gamma_threshold(scores)
-    assert np.isfinite(fit.threshold)
-    assert fit.method == method
-    if method == "empirical":
-        finite = np.asarray(scores, dtype=float)
-        finite = finite[np.isfinite(finite)]
-        assert fit.threshold == pytest.approx(np.quantile(finite, 0.9))
-        assert fit.note
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"train_scores": []},
-        {"train_scores": [np.nan]},
-        {"train_scores": [1.0, 2.0], "percentile": 90},
-    ],
-)
-def test_gamma_threshold_rejects_unusable_input(bad):
-    with pytest.raises(ValueError):
-        gamma_threshold(**bad)
-
-
-@settings(max_examples=25, deadline=None)
-@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=60))
-def test_gamma_threshold_always_finite(scores):
-    assert np.isfinite(gamma_threshold(scores))
+def test_fmt_says_n_a_for_none():
+    assert fmt(None) == "n/a"
+    assert fmt(0.123456) == "0.1235" and fmt(1.0, 3) == "1.000"
 
 
 # --- properties ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from pathlib import PurePath
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asdcli.naming import format_attributes, parse_attributes, parse_name, parse_path
+from asdcli.naming import format_attributes, name_split, parse_attributes, parse_name, parse_path
 
 
 def test_dcase2023_development_name():
@@ -75,3 +75,25 @@ def test_parser_never_raises(name):
 )
 def test_attributes_round_trip(attrs):
     assert parse_attributes(format_attributes(attrs)) == attrs
+
+
+def test_the_folder_decides_the_split_the_name_only_where_the_folder_says_nothing():
+    moved = parse_path(PurePath("pump/train/section_00_source_test_normal_0001_vel_3.wav"))
+    assert (moved.split, moved.label, moved.domain, moved.attributes) == (
+        "train",
+        "normal",
+        "source",
+        {"vel": "3"},
+    )
+    assert parse_path(PurePath("pump/test/section_00_source_train_normal_0001.wav")).split == (
+        "test"
+    )
+    assert name_split("section_00_source_test_normal_0001.wav") == "test"
+    assert name_split("section_00_0001.wav") == "unknown"
+
+
+def test_indices_too_long_for_the_store_are_not_dcase_names():
+    info = parse_name("section_00_source_train_normal_" + "1" * 19 + ".wav")
+    assert info.pattern == "unknown" and info.index == -1
+    assert parse_name("section_00_" + "0" * 5000).pattern == "unknown"  # int() would refuse it
+    assert parse_name("section_00_source_train_normal_\u0661\u0662.wav").pattern == "unknown"

@@ -1,4 +1,4 @@
-"""Figures: each writes a readable PNG and shows the labels a reader needs."""
+"""Figures: each builds a figure that writes a readable PNG and shows the labels a reader needs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
 from asdcli import plots
+from asdcli.files import write_png
 
 # hand case: normals 0.1, 0.4; anomalies 0.35, 0.8 -> AUC 3/4 (see test_metrics)
 HAND = ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
@@ -43,20 +44,21 @@ def legend_texts(fig) -> list[str]:
 
 # --- every figure writes a PNG ------------------------------------------------------------
 
-WRITERS = {
-    "roc": lambda p: plots.roc_figure({"source": HAND}, "fan 00", p),
-    "confusion": lambda p: plots.confusion_figure(5, 1, 2, 4, "fan 00", p),
-    "histogram": lambda p: plots.score_histogram_figure(SCORES, LABELS, DOMAIN, 0.5, "fan", p),
-    "training": lambda p: plots.training_curve_figure(HISTORY, "fan ae", p),
-    "comparison": lambda p: plots.comparison_figure(TABLE, "AUC", "runs", p),
+BUILDERS = {
+    "roc": lambda: plots.build_roc({"source": HAND}, "fan 00"),
+    "confusion": lambda: plots.build_confusion(5, 1, 2, 4, "fan 00"),
+    "histogram": lambda: plots.build_score_histogram(SCORES, LABELS, DOMAIN, 0.5, "fan"),
+    "training": lambda: plots.build_training_curve(HISTORY, "fan ae"),
+    "comparison": lambda: plots.build_comparison(TABLE, "AUC", "runs"),
 }
 
 
-@pytest.mark.parametrize("name", WRITERS)
+@pytest.mark.parametrize("name", BUILDERS)
 def test_writes_a_readable_png(name, tmp_path):
     path = tmp_path / "nested" / f"{name}.png"  # parent folders are created
-    out = WRITERS[name](path)
+    out = write_png(BUILDERS[name](), path)
     assert out == path
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
     assert path.stat().st_size > 1000
     with path.open("rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -64,6 +66,27 @@ def test_writes_a_readable_png(name, tmp_path):
     assert image.ndim == 3 and image.shape[2] in (3, 4)
     assert image.shape[0] > 200 and image.shape[1] > 200
     assert image.std() > 0.01  # not a blank canvas
+
+
+def test_png_is_written_at_the_figures_dpi(tmp_path):
+    fig = plots.build_confusion(5, 1, 2, 4, "fan 00")
+    image = matplotlib.image.imread(write_png(fig, tmp_path / "c.png"))
+    width, height = fig.get_size_inches() * plots.DPI
+    assert image.shape[:2] == (round(height), round(width))
+
+
+def test_evaluation_figures_of_one_machine():
+    figures = plots.evaluation_figures("lof on fan", SCORES, LABELS, DOMAIN, (3, 1, 0, 3), 0.5)
+    assert list(figures) == ["roc", "confusion", "scores"]
+    assert figures["roc"].axes[0].get_title() == "lof on fan: ROC"
+    # the evaluator's selections: source normals (2) + all anomalies (3) -> AUC 1.00;
+    # target normals 0.3, 0.4 vs anomalies 0.9, 0.8, 0.7 -> AUC 1.00 as well
+    legend = legend_texts(figures["roc"])
+    assert any(t.startswith("source: its normals + all anomalies (AUC 1.00") for t in legend)
+    assert "3\n(75.0%)" in all_texts(figures["confusion"])  # tn 3 of 4 true normals
+    assert any("threshold 0.5" in t for t in legend_texts(figures["scores"]))
+    without = plots.evaluation_figures("lof on fan", SCORES, LABELS, DOMAIN, None, None)
+    assert list(without) == ["roc", "scores"]  # no decisions: no confusion matrix
 
 
 def test_importing_plots_does_not_import_matplotlib():

@@ -151,9 +151,9 @@ def test_mixed_sample_rates_are_resampled_and_listed(tmp_path):
     for i, sr in enumerate((8000, 22050, 16000)):
         write_clip(train / f"section_00_source_train_normal_{i:04d}.wav", sr=sr, seed=i)
     out = ok(asd("featurize", tmp_path / "data"))
-    assert "resampled 1 file(s) from 8000 Hz to 16000 Hz" in out
-    assert "resampled 1 file(s) from 22050 Hz to 16000 Hz" in out
-    assert "from 16000 Hz" not in out
+    assert "resampled 1 file(s) 8 kHz -> 16 kHz: upsampled" in out
+    assert "resampled 1 file(s) 22.05 kHz -> 16 kHz: content above 8 kHz is dropped" in out
+    assert "resampled 1 file(s) 16 kHz" not in out
     clips = clips_by_name(Path("features.h5"))
     assert sorted(c.sample_rate for c in clips.values()) == [8000, 16000, 22050]
     assert {c.n_frames for c in clips.values()} == {1 + 16000 // 512}  # all 1 s at 16 kHz
@@ -429,7 +429,9 @@ def test_run_missing_a_model_folder_is_refused_before_writing(trained_run):
 
 def test_run_with_an_unreadable_model_is_refused(trained_run):
     (trained_run / "models" / "fan" / "detector.json").write_text("{ half a file")
-    user_error(asd("score", trained_run), "the model for fan cannot be loaded")
+    user_error(asd("score", trained_run), "models/fan/detector.json was changed")
+    user_error(asd("score", trained_run, "--trust-modified"), "the model for fan cannot be loaded")
+    assert not (trained_run / "scores").exists()
 
 
 def test_score_refuses_duplicates_in_the_api_too(trained_run, tmp_path):

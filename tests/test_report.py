@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from asdcli.cli.render import comparison_table, runs_table
 from asdcli.errors import RunError
 from asdcli.evaluate import evaluate_run
-from asdcli.report import compare, comparison_table, list_report, rich_table
+from asdcli.report import compare, list_report
 from asdcli.runs import RUN_LAYOUT_VERSION
 
 # Two clips per domain and label; the scores decide the AUCs, hence the ranking.
@@ -102,7 +103,7 @@ def test_list_shows_every_run_with_reasons(runs):
     assert bad.detector is None and bad.official_score is None
     assert "cannot be read" in bad.reason
 
-    text = text_of(rich_table(rows))
+    text = text_of(runs_table(rows))
     assert "2024-01-03T00-00-00_broken" in text and "cannot be read" in text
     assert "unreadable" in text and "dcase_ae" in text and "1.000" in text
 

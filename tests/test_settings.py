@@ -24,9 +24,11 @@ def test_precedence_defaults_yaml_env_flags(tmp_path, monkeypatch):
     s, src = load_settings(cfg)
     assert (s.train.epochs, s.train.batch_size) == (7, 8)
     assert src["train.epochs"] == "ASD_TRAIN__EPOCHS"
-    s, src = load_settings(cfg, {"train.epochs": 9, "train.seed": None})
-    assert s.train.epochs == 9 and src["train.epochs"] == "--epochs"
+    s, src = load_settings(cfg, {"train.epochs": 9, "train.seed": None}, {"train.epochs": "--ep"})
+    assert s.train.epochs == 9 and src["train.epochs"] == "--ep"  # the caller's own name
     assert s.train.seed == 0  # None means "flag not given"
+    _, src = load_settings(cfg, {"train.epochs": 9})
+    assert src["train.epochs"] == "the override train.epochs"  # never a guessed flag
 
 
 def test_default_config_file_in_working_directory(tmp_path):
@@ -45,6 +47,8 @@ def test_default_config_file_in_working_directory(tmp_path):
         ({"ASD_TRAIN__EPOCHS": "abc"}, "ASD_TRAIN__EPOCHS"),
         ({"ASD_TRAIN__EPOCH": "3"}, "train.epoch: unknown setting"),
         ({"ASD_FEATURES__N_MELS": "600"}, "exceeds the 513 FFT bins"),
+        ({"ASD_FEATURES__SAMPLE_RATE": "natve"}, "expected a sample rate in Hz"),
+        ({"ASD_FEATURES__SAMPLE_RATE": "8000", "ASD_FEATURES__F_MAX": "6000"}, "Nyquist"),
     ],
 )
 def test_impossible_values_are_named(monkeypatch, env, needle):
@@ -83,3 +87,40 @@ def test_shipped_config_yaml_holds_the_defaults():
     # Every setting is in the file, with its description: regenerate it when a setting changes
     # (python -c "from asdcli.settings import default_config_text as t; print(t(), end='')").
     assert path.read_text() == default_config_text()
+
+
+def test_native_sample_rate_is_a_value_and_checks_wait_for_the_rate():
+    s, _ = load_settings(None, {"features.sample_rate": "native", "features.f_max": 20000.0})
+    assert s.features.native  # f_max 20 kHz may well be below the files' Nyquist frequency
+    assert s.features.at_rate(48000).sample_rate == 48000
+    with pytest.raises(SettingsError, match="files are at 16000 Hz: f_max 20000.0 Hz is above"):
+        s.features.at_rate(16000)
+    with pytest.raises(SettingsError, match="f_min 9000.0 Hz must be below f_max 8000.0 Hz"):
+        load_settings(
+            None,
+            {"features.sample_rate": "native", "features.f_min": 9000.0, "features.f_max": 8e3},
+        )
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("train:\n  epochs: 2020-13-45\n", "a value cannot be read (month must be in 1..12)"),
+        ("1: 2\n", "key 1 is not a setting name"),
+        ("train:\n  ~: 3\n", "key None under train is not a setting name"),
+        ("train: &t {epochs: 3, more: *t}\n", "train.more.more... is nested too deeply"),
+        ("[" * 3000, "nested too deeply"),
+    ],
+)
+def test_yaml_that_cannot_be_settings_is_a_settings_error(tmp_path, text, needle):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SettingsError) as exc:
+        load_settings(cfg)
+    assert needle in str(exc.value)
+
+
+def test_a_key_given_as_a_value_and_as_a_section_is_a_settings_error():
+    for flags in ({"train": 5, "train.epochs": 3}, {"train.epochs": 3, "train": 5}):
+        with pytest.raises(SettingsError, match="train is given both as a value and as a section"):
+            load_settings(None, flags)

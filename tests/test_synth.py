@@ -12,7 +12,7 @@ import soundfile as sf
 from sklearn.metrics import roc_auc_score
 
 from asdcli.naming import parse_path
-from asdcli.synth import MACHINES, SynthSummary, synthesize
+from asdcli.synth import MACHINES, SynthArgumentError, SynthSummary, synthesize
 from asdcli.synth.machines import MACHINE_TYPES
 
 
@@ -168,8 +168,9 @@ def test_anomalies_are_detectable_and_difficulty_makes_them_harder(by_difficulty
     ],
 )
 def test_invalid_arguments_name_the_argument(tmp_path, kwargs, needle):
-    with pytest.raises(ValueError, match=needle):
+    with pytest.raises(SynthArgumentError, match=needle) as caught:
         synthesize(tmp_path / "out", **kwargs)
+    assert caught.value.argument in kwargs  # the CLI names the flag of exactly this argument
     assert not (tmp_path / "out").exists()
 
 

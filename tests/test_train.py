@@ -56,6 +56,29 @@ def test_run_folder_has_everything(settings):
     assert {r["machine"] for r in rows} == {"bearing", "fan"} and rows[0]["epoch"] == "1"
     thresholds = json.loads((run / "thresholds.json").read_text())
     assert np.isfinite(thresholds["fan"]["threshold"])
+    assert thresholds["fan"]["method"] in ("gamma", "empirical")
+    # every model file of every machine, and the thresholds, with their SHA-256
+    assert manifest["completed_machines"] == ["bearing", "fan"]
+    assert set(manifest["files"]) == {
+        "thresholds.json",
+        *(f"models/{m}/{f}" for m in ("bearing", "fan") for f in ("detector.json", "model.pt")),
+    }
+    assert all(len(h) == 64 for h in manifest["files"].values())
+    # the training curve is drawn once, here; evaluate does not draw it again
+    assert sorted(p.name for p in run.glob("*.png")) == [
+        "training_curve_bearing.png",
+        "training_curve_fan.png",
+    ]
+
+
+def test_the_default_params_hook_changes_nothing(tmp_path):
+    from asdcli.detectors import get_detector
+    from asdcli.detectors.base import ParamsContext
+
+    cls = get_detector("lof")
+    params = cls.params_cls(n_neighbors=4)
+    context = ParamsContext(tmp_path / "runs", "key", ("fan", "pump"))
+    assert cls.resolve_params(params, context) == (params, ["fan", "pump"])
 
 
 def test_machine_option_and_missing_machine(settings):
@@ -144,9 +167,11 @@ def test_two_runs_in_the_same_second_never_share_a_folder(tmp_path):
         (["train", "nope"], "conv-ae"),
         (["train", "conv-ae", "--device", "cuda"], "no CUDA device"),
         (["train", "lof", "--machine", "pump"], "No training clips for machine pump"),
-        (["train", "lof", "--score", "mahalanobis"], "--score applies to dcase-ae only"),
+        (["train", "lof", "-p", "score=mahalanobis"], "-p score: lof has no parameter 'score'"),
         (["train", "lof", "--param", "nonsense"], "KEY=VALUE"),
-        (["train", "lof", "--param", "n_neighbours=3"], "detectors.lof.n_neighbours"),
+        (["train", "lof", "--param", "n_neighbours=3"], "its parameters: n_neighbors, metric"),
+        (["train", "lof", "-p", "n_neighbors=0"], "(from -p n_neighbors)"),
+        (["train", "lof", "--lr", "-1"], "(from --lr)"),  # the flag's real name, not a guess
         (["score"], "--latest"),
         (["score", "no-such-run"], "does not exist"),
     ],

@@ -63,6 +63,11 @@ _REGISTRY: dict[str, tuple[str, str]] = {
         "asdcli.detectors.iforest:IForestDetector",
         "Isolation forest on each clip's per-band mean and std over time",
     ),
+    "knn": (
+        "asdcli.detectors.knn:KNNDetector",
+        "k nearest neighbours on pooled log-mel statistics per section, min over source and "
+        "target banks (training-free)",
+    ),
     "gmm": (
         "asdcli.detectors.gmm:GMMDetector",
         "Gaussian mixture on each clip's time-pooled log-mel statistics (negative log-likelihood)",

@@ -6,9 +6,14 @@ A detector turns log-mel clips into one anomaly score per clip: higher means mor
 * :meth:`Detector.fit` learns from normal training clips and records ``train_scores_``,
   ``history_``, ``interrupted_``, ``n_params_`` and the normalisation statistics.
 * :meth:`Detector.score` returns a finite ``float64`` array, one score per clip.
-* :meth:`Detector.save` writes a folder: the weights (a ``torch.save`` of tensors, or joblib for
-  scikit-learn estimators) and ``detector.json`` (name, hyper-parameters, normalisation
-  statistics, library versions). :meth:`Detector.load` rebuilds the detector from that folder.
+* :meth:`Detector.save` writes a folder: the learned state (a ``torch.save`` of tensors, or
+  plain arrays for scikit-learn detectors; never a pickle), listed in ``detector.json``'s
+  ``files``, and ``detector.json`` itself (name, hyper-parameters, normalisation statistics,
+  library versions). :meth:`Detector.load` rebuilds the detector from that folder. A run
+  records the SHA-256 of every file of the folder (:mod:`asdcli.runs`).
+* :meth:`Detector.resolve_params` (a class method, before a run starts) checks and completes
+  the hyper-parameters with what only the training context knows, e.g. the ensemble's member
+  runs; by default it changes nothing.
 
 This module imports neither torch nor scikit-learn; :func:`resolve_device` imports torch lazily.
 """
@@ -16,9 +21,9 @@ This module imports neither torch nor scikit-learn; :func:`resolve_device` impor
 from __future__ import annotations
 
 import json
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -27,6 +32,7 @@ from pydantic import BaseModel
 
 from asdcli.detectors.errors import DeviceUnavailableError
 from asdcli.detectors.params import TrainParams
+from asdcli.files import write_text
 from asdcli.naming import ClipInfo
 from asdcli.runs import library_versions
 
@@ -86,6 +92,25 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+@dataclass(frozen=True)
+class ParamsContext:
+    """What :meth:`Detector.resolve_params` may know about the run about to start.
+
+    Attributes
+    ----------
+    runs_root : Path
+        The runs folder (``paths.runs``), where run names are looked up.
+    feature_key : str
+        Key of the feature set the run trains on.
+    machines : tuple of str
+        The machine types chosen for training (each has training clips).
+    """
+
+    runs_root: Path
+    feature_key: str
+    machines: tuple[str, ...]
+
+
 def as_float_list(values: np.ndarray) -> list[float]:
     """Exact JSON round trip: Python floats print the shortest repr that reads back the same."""
     return [float(v) for v in np.asarray(values).ravel()]
@@ -108,8 +133,9 @@ class Detector(ABC):
     n_mels_ : int
         Mel bands of the training features; :meth:`score` requires the same.
     norm_mean_, norm_std_ : ndarray of float32
-        Standardisation statistics computed from the training clips only, ``(n_mels,)`` for the
-        autoencoders (per mel band) and ``(2 * n_mels,)`` for pooled-vector detectors.
+        Input standardisation statistics computed from the training clips only, ``(n_mels,)``
+        for the autoencoders (per mel band), ``(2 * n_mels,)`` for pooled-vector detectors and
+        empty for detectors that do not standardise their input (the ensemble).
     train_scores_ : ndarray of float64, shape (n_clips,)
         Scores of the training clips with the final model (e.g. for a decision threshold).
     history_ : list of dict
@@ -156,6 +182,23 @@ class Detector(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(params={self.params!r}, train={self.train!r})"
+
+    @classmethod
+    def resolve_params(
+        cls, params: BaseModel, context: ParamsContext
+    ) -> tuple[BaseModel, list[str]]:
+        """Check and complete ``params`` for a run, and say which machine types it trains.
+
+        Called once by training, before the run folder exists; what it returns is what the
+        manifest records and every machine's detector gets. The default returns ``params``
+        unchanged and every machine type of ``context``.
+
+        Raises
+        ------
+        UserError
+            Parameters that cannot make a run, with the way to fix them.
+        """
+        return params, list(context.machines)
 
     # --- public contract ---------------------------------------------------------------------
 
@@ -222,9 +265,7 @@ class Detector(ABC):
             "train_scores": as_float_list(self.train_scores_),
             "versions": library_versions(),
         }
-        tmp = folder / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, folder / META_FILE)
+        write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path, device: str | None = None) -> Self:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from asdcli.detectors.params import ConvAEParams
-from asdcli.detectors.torch_base import TorchDetector
+from asdcli.detectors.torch_base import Autoencoder
 
 
 def _encoded_size(size: int, n_layers: int) -> int:
@@ -74,10 +74,11 @@ class ConvAutoencoderNet(nn.Module):
         h = self.from_code(self.to_code(self.encoder(x)))
         out = self.decoder(h.view(-1, *self.code_shape))
         # Each transposed convolution doubles the size, which can overshoot odd sizes: crop.
-        return out[:, :, : x.shape[2], : x.shape[3]]
+        cropped: torch.Tensor = out[:, :, : x.shape[2], : x.shape[3]]
+        return cropped
 
 
-class ConvAutoencoder(TorchDetector):
+class ConvAutoencoder(Autoencoder):
     """Convolutional autoencoder on log-mel patches (see the module docstring)."""
 
     name: ClassVar[str] = "conv-ae"

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from asdcli.detectors.params import DCASEAEParams
-from asdcli.detectors.torch_base import TorchDetector
+from asdcli.detectors.torch_base import Autoencoder
 from asdcli.detectors.windows import WindowSet
 from asdcli.naming import ClipInfo
 
@@ -60,14 +60,15 @@ class DCASEAutoencoderNet(nn.Module):
         self.decoder = nn.Sequential(*dec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
+        out: torch.Tensor = self.decoder(self.encoder(x))
+        return out
 
 
 def _domain(clip: ClipInfo) -> int:
     return 1 if clip.domain == "target" else 0
 
 
-class DCASEAutoencoder(TorchDetector):
+class DCASEAutoencoder(Autoencoder):
     """The DCASE 2023 Task 2 baseline autoencoder (see the module docstring).
 
     Attributes (after :meth:`fit` with ``score="mahalanobis"``)
@@ -84,12 +85,10 @@ class DCASEAutoencoder(TorchDetector):
 
     residual_mean_: np.ndarray
     residual_precision_: np.ndarray
+    saved_arrays: ClassVar[tuple[str, ...]] = ("residual_mean_", "residual_precision_")
 
     def _window(self) -> tuple[int, int]:
         return self.params.context, 1
-
-    def _batch_size(self) -> int:
-        return self.params.batch_size
 
     def _build_module(self, n_mels: int) -> nn.Module:
         p = self.params
@@ -104,17 +103,17 @@ class DCASEAutoencoder(TorchDetector):
 
     def _residuals(self, windows: WindowSet) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(window indices (B,), residuals x - x_hat (B, input_dim) float64)``."""
-        self.module_.eval()
-        bs = self._batch_size()
         with torch.inference_mode():
-            for i in range(0, len(windows), bs):
-                idx = np.arange(i, min(i + bs, len(windows)))
-                x = self._to_input(self._tensor(windows.gather(idx)))
+            for idx, x in self._eval_batches(windows):
                 yield idx, (x - self.module_(x)).double().cpu().numpy()
 
-    def _after_fit(self, windows: WindowSet, clips: list[ClipInfo]) -> None:
-        if self.params.score != "mahalanobis":
-            return
+    def _after_fit(self, windows: WindowSet, clips: list[ClipInfo]) -> np.ndarray:
+        if self.params.score == "mahalanobis":
+            self._fit_mahalanobis(windows, clips)
+        return super()._after_fit(windows, clips)
+
+    def _fit_mahalanobis(self, windows: WindowSet, clips: list[ClipInfo]) -> None:
+        """Residual mean and pseudo-inverse covariance per domain (module docstring)."""
         domain_of_window = np.array([_domain(c) for c in clips], dtype=np.int64)[windows.clip_of]
         dim = self.n_mels_ * self.params.context
         n = np.zeros(2)
@@ -148,17 +147,7 @@ class DCASEAutoencoder(TorchDetector):
             for d in (0, 1):
                 delta = r - self.residual_mean_[d]
                 per_domain[d, idx] = ((delta @ self.residual_precision_[d]) * delta).sum(axis=1)
-        return np.minimum(windows.clip_means(per_domain[0]), windows.clip_means(per_domain[1]))
-
-    def _extra_state(self) -> dict[str, np.ndarray]:
-        if self.params.score != "mahalanobis":
-            return {}
-        return {
-            "residual_mean": self.residual_mean_,
-            "residual_precision": self.residual_precision_,
-        }
-
-    def _set_extra_state(self, state: dict[str, np.ndarray]) -> None:
-        if self.params.score == "mahalanobis":
-            self.residual_mean_ = state["residual_mean"]
-            self.residual_precision_ = state["residual_precision"]
+        scores: np.ndarray = np.minimum(
+            windows.clip_means(per_domain[0]), windows.clip_means(per_domain[1])
+        )
+        return scores

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asdcli.detectors.params import FCAEParams
-from asdcli.detectors.torch_base import TorchDetector
+from asdcli.detectors.torch_base import Autoencoder
 from asdcli.detectors.windows import WindowSet
 
 # Rows the packed weights are laid out for: oneDNN then streams them at memory speed for any
@@ -64,7 +64,8 @@ class FCAutoencoderNet(nn.Module):
         self.decoder = nn.Sequential(*dec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
+        out: torch.Tensor = self.decoder(self.encoder(x))
+        return out
 
 
 class _PackedNet:
@@ -110,7 +111,7 @@ class _PackedNet:
         return packed if same else None
 
 
-class FCAutoencoder(TorchDetector):
+class FCAutoencoder(Autoencoder):
     """Fully connected autoencoder on flattened crops (see the module docstring)."""
 
     name: ClassVar[str] = "fc-ae"
@@ -144,13 +145,9 @@ class FCAutoencoder(TorchDetector):
         packed = self._packed()
         if packed is None:
             return super()._window_errors(windows)
-        self.module_.eval()
         out = np.empty(len(windows), dtype=np.float64)
-        bs = self._batch_size()
         with torch.inference_mode():
-            for i in range(0, len(windows), bs):
-                idx = np.arange(i, min(i + bs, len(windows)))
-                x = self._to_input(self._tensor(windows.gather(idx)))
+            for idx, x in self._eval_batches(windows):
                 err = F.mse_loss(packed(x), x, reduction="none").mean(dim=1)
                 out[idx] = err.double().numpy()
         return out

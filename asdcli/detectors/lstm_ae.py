@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from asdcli.detectors.params import LSTMAEParams
-from asdcli.detectors.torch_base import TorchDetector
+from asdcli.detectors.torch_base import Autoencoder
 
 
 class LSTMAutoencoderNet(nn.Module):
@@ -42,10 +42,11 @@ class LSTMAutoencoderNet(nn.Module):
         code = self.to_code(torch.cat([h_n[-2], h_n[-1]], dim=1))
         steps = self.dropout(code).unsqueeze(1).expand(-1, x.shape[1], -1)
         out, _ = self.decoder(steps)
-        return self.output(out)
+        recon: torch.Tensor = self.output(out)
+        return recon
 
 
-class LSTMAutoencoder(TorchDetector):
+class LSTMAutoencoder(Autoencoder):
     """LSTM autoencoder over frame sequences (see the module docstring)."""
 
     name: ClassVar[str] = "lstm-ae"

@@ -6,15 +6,19 @@ sections, and ``asd --help`` must answer instantly.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Section(BaseModel):
     """A settings section: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # The hyper-parameter search space of `asd tune`, as plain data: field name ->
+    # {"low", "high"[, "log", "step"]} or {"choices": [...]} (checked by asdcli.tune.space).
+    space: ClassVar[dict[str, dict[str, Any]]] = {}
 
 
 class TrainParams(Section):
@@ -61,6 +65,12 @@ class TrainParams(Section):
         "window; 0 = off, null = the detector's default.",
     )
 
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+        "epochs": {"low": 5, "high": 50},
+        "batch_size": {"choices": [32, 64, 128, 256]},
+    }
+
 
 class FCAEParams(Section):
     """Fully connected autoencoder on a flattened, fixed-length crop of the log-mel clip."""
@@ -71,6 +81,13 @@ class FCAEParams(Section):
     bottleneck: int = Field(512, ge=1)
     dropout: float = Field(0.3, ge=0, lt=1)
 
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "frames": {"choices": [32, 64, 128]},
+        "hidden": {"choices": [[256, 128], [512, 256], [1024, 512], [2048, 1024]]},
+        "bottleneck": {"choices": [64, 128, 256, 512]},
+        "dropout": {"low": 0.0, "high": 0.5},
+    }
+
 
 class ConvAEParams(Section):
     """Convolutional autoencoder on 1 x n_mels x T patches."""
@@ -80,6 +97,12 @@ class ConvAEParams(Section):
     dropout: float = Field(0.2, ge=0, lt=1)
     frames: int = Field(64, ge=16, description="Patch length in frames; clips are windowed.")
     hop: int | None = Field(None, ge=1, description="Frames between patches; null = frames // 2.")
+
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "channels": {"choices": [[8, 16, 32, 64], [16, 32, 64, 128], [32, 64, 128, 256]]},
+        "bottleneck": {"choices": [128, 256, 512]},
+        "frames": {"choices": [32, 64, 128]},
+    }
 
 
 class LSTMAEParams(Section):
@@ -92,12 +115,20 @@ class LSTMAEParams(Section):
     frames: int = Field(64, ge=2, description="Sequence length in frames; clips are windowed.")
     hop: int | None = Field(None, ge=1, description="Frames between windows; null = frames // 2.")
 
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "hidden": {"choices": [64, 128, 256]},
+        "bottleneck": {"choices": [32, 64, 128]},
+        "frames": {"choices": [32, 64, 128]},
+    }
+
 
 class LOFParams(Section):
     """scikit-learn LocalOutlierFactor(novelty=True) on pooled clip statistics."""
 
     n_neighbors: int = Field(20, ge=1)
     metric: str = "minkowski"
+
+    space: ClassVar[dict[str, dict[str, Any]]] = {"n_neighbors": {"low": 2, "high": 50}}
 
 
 class IForestParams(Section):
@@ -106,6 +137,10 @@ class IForestParams(Section):
     n_estimators: int = Field(200, ge=1)
     max_samples: int | Literal["auto"] = "auto"
     contamination: float | Literal["auto"] = "auto"
+
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "n_estimators": {"low": 50, "high": 400, "step": 50}
+    }
 
 
 class DCASEAEParams(Section):
@@ -122,6 +157,13 @@ class DCASEAEParams(Section):
         description="Mahalanobis only: added to the covariance diagonal, relative to its mean "
         "variance, before the pseudo-inverse; 0 is the baseline.",
     )
+
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "context": {"low": 1, "high": 9, "step": 2},
+        "hidden": {"choices": [64, 128, 256]},
+        "bottleneck": {"choices": [4, 8, 16]},
+        "batch_size": {"choices": [128, 256, 512]},
+    }
 
 
 class EmbKNNParams(Section):
@@ -146,6 +188,16 @@ class EmbKNNParams(Section):
         "attributes",
         description="What the network classifies: machine x section x attribute values, or "
         "machine x section only. Clips without attributes always use machine x section.",
+    )
+    self_supervised: Literal["auto", "none", "exposure", "shift", "stretch", "shift_stretch"] = (
+        Field(
+            "auto",
+            description="Self-supervised task crossed with the classes from the names: classify "
+            "pitch-like frequency shifts of each window (shift, 5 classes), time stretches "
+            "(stretch, 3), both (shift_stretch, 15), or only statistics exposure's exposed "
+            "twins (exposure). auto: none when the names give two or more classes (one machine "
+            "type without attributes or sections gives one), else shift. none: names only.",
+        )
     )
     k: int = Field(1, ge=1, description="Neighbours averaged for the cosine distance.")
     exposure: float = Field(
@@ -175,6 +227,39 @@ class EmbKNNParams(Section):
         "training clips of a section (0 = off).",
     )
 
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "embedding": {"choices": [64, 128, 256]},
+        "k": {"low": 1, "high": 5},
+        "loss": {"choices": ["arcface", "adacos"]},
+        "frames": {"choices": [32, 64, 128]},
+    }
+
+
+class KNNParams(Section):
+    """k nearest neighbours on pooled log-mel statistics, per section, source and target banks."""
+
+    k: int = Field(1, ge=1, description="Neighbours averaged for the distance.")
+    metric: Literal["euclidean", "cosine"] = Field(
+        "euclidean", description="Distance between standardised vectors."
+    )
+    pooling: list[Literal["mean", "std", "max"]] = Field(
+        default_factory=lambda: ["mean", "max"],  # type: ignore[arg-type]
+        min_length=1,
+        description="Statistics over time of each mel band, concatenated (mean, std, max).",
+    )
+
+    @field_validator("pooling")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"pooling lists a statistic twice: {value}")
+        return value
+
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "k": {"low": 1, "high": 10},
+        "metric": {"choices": ["euclidean", "cosine"]},
+    }
+
 
 class GMMParams(Section):
     """scikit-learn GaussianMixture on time-pooled log-mel statistics per machine type."""
@@ -185,6 +270,11 @@ class GMMParams(Section):
     pooling: Literal["mean_std", "mean_std_max"] = Field(
         "mean_std", description="Statistics pooled over time per mel band."
     )
+
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "n_components": {"low": 1, "high": 16},
+        "covariance_type": {"choices": ["full", "tied", "diag", "spherical"]},
+    }
 
 
 class VAEParams(Section):
@@ -200,16 +290,33 @@ class VAEParams(Section):
     )
     batch_size: int = Field(256, ge=1, description="Vectors per batch.")
 
+    space: ClassVar[dict[str, dict[str, Any]]] = {
+        "context": {"low": 1, "high": 9, "step": 2},
+        "hidden": {"choices": [[128, 64], [256, 128], [512, 256]]},
+        "latent": {"choices": [4, 8, 16, 32]},
+        "beta": {"low": 0.1, "high": 4.0, "log": True},
+    }
+
 
 class EnsembleParams(Section):
     """Average of member runs' scores, each standardised by its own training scores."""
 
     members: list[str] = Field(
-        default_factory=list, description="Run folders (or run names under paths.runs)."
+        default_factory=list,
+        description="Run folders, run names under paths.runs, or detector names (trained "
+        "inline); a comma-separated string is split.",
     )
     weights: list[float] | None = Field(
         None, description="One weight per member; null = equal weights."
     )
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        # `-p members=A,B` and `--members A,B` arrive as one string.
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
 
 
 class DetectorParams(Section):
@@ -223,5 +330,6 @@ class DetectorParams(Section):
     dcase_ae: DCASEAEParams = Field(default_factory=DCASEAEParams)
     emb_knn: EmbKNNParams = Field(default_factory=EmbKNNParams)
     gmm: GMMParams = Field(default_factory=GMMParams)
+    knn: KNNParams = Field(default_factory=KNNParams)
     vae: VAEParams = Field(default_factory=VAEParams)
     ensemble: EnsembleParams = Field(default_factory=EnsembleParams)

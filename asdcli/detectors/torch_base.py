@@ -1,20 +1,35 @@
-"""Template base class of the autoencoders (PyOD ``base_dl`` habit).
+"""The training loop of the neural detectors, and the base of the autoencoders.
 
-:class:`TorchDetector` owns everything but the network: seeding, the device, per-mel input
-standardisation, the validation split, the Adam loop with early stopping and best-epoch restore,
-Ctrl-C handling, scoring and saving. A subclass says
+:class:`TorchDetector` owns everything but what is learned: seeding, the device, per-mel input
+standardisation, cutting clips into windows, the validation split, batching, the Adam loop with
+early stopping and best-epoch restore, Ctrl-C handling, the augmentation helpers, batched
+inference and saving. A subclass says
 
-* :meth:`~TorchDetector._build_module`: the plain ``nn.Module``;
-* :meth:`~TorchDetector._window`: how a clip becomes windows (length and hop in frames);
-* :meth:`~TorchDetector._to_input`: how a batch of windows becomes the module's input;
-* optionally :meth:`~TorchDetector._errors` (per-window loss, default MSE),
-  :meth:`~TorchDetector._clip_scores` (default: mean per-window error of each clip) and
-  :meth:`~TorchDetector._batch_loss` (default: the augmented windows' mean error).
+* what the network is: :meth:`~TorchDetector._build_module`, :meth:`~TorchDetector._window`
+  (window length and hop in frames) and :meth:`~TorchDetector._to_input` (a batch of windows
+  ``(B, n_mels, length)`` -> the module's input; default as is);
+* what it learns: :meth:`~TorchDetector._batch_loss` (the training loss of some windows of a
+  :class:`~asdcli.detectors.windows.WindowSet`) and :meth:`~TorchDetector._val_loss` (what
+  early stopping watches);
+* how it scores: :meth:`~TorchDetector._clip_scores`;
+* optionally: :meth:`~TorchDetector._build_head` (a module trained and early-stopped with the
+  network but not saved, e.g. a classifier's loss head), :meth:`~TorchDetector._after_fit`
+  (what is learned from the trained network, e.g. neighbour banks; it returns the training
+  clips' scores) and :attr:`~TorchDetector.saved_arrays` (array attributes saved with the
+  weights).
+
+A window set knows which of ``fit``'s clips each window comes from
+(:meth:`~asdcli.detectors.windows.WindowSet.ids_of`), so a classifier finds its labels there.
+
+:class:`Autoencoder` fills in the loss and the score for the reconstruction detectors: the
+per-window error :meth:`~Autoencoder._errors` (default MSE), its mean over a batch for training
+and over the held-out windows for validation, and its mean over a clip's windows as the score.
 
 Augmentation (training only, from :class:`~asdcli.detectors.params.TrainParams`, ``None``
-meaning :attr:`~TorchDetector.default_augmentation`): mixup blends two windows with a
-Beta(alpha, alpha) weight and the autoencoder reconstructs the blend; SpecAugment masks random
-runs of frames and mel bands of the input only, so the autoencoder learns to fill them in.
+meaning :attr:`~TorchDetector.default_augmentation`): :meth:`~TorchDetector._mixup` blends each
+window with a partner by a Beta(alpha, alpha) weight (an autoencoder reconstructs the blend, a
+classifier blends its targets alike); :meth:`~TorchDetector._spec_augment` masks random runs of
+frames and mel bands (an autoencoder reconstructs the unmasked window).
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ import random
 import time
 import warnings
 from abc import abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,9 +49,10 @@ from torch import nn
 
 from asdcli.detectors.base import Detector, Progress, resolve_device
 from asdcli.detectors.windows import WindowSet
+from asdcli.errors import SettingsError
 from asdcli.naming import ClipInfo
 
-__all__ = ["TorchDetector", "resolve_device", "val_split_indices"]
+__all__ = ["Autoencoder", "TorchDetector", "resolve_device", "val_split_indices"]
 
 WEIGHTS_FILE = "model.pt"
 # Floor for per-mel std: a band that never changes (e.g. at the dB floor) must not divide by 0.
@@ -75,7 +92,7 @@ def _seed_everything(seed: int) -> None:
 
 
 class TorchDetector(Detector):
-    """Base of the autoencoder detectors; see the module docstring for what subclasses add.
+    """Base of the neural detectors; see the module docstring for what subclasses add.
 
     Attributes (after :meth:`fit`, besides :class:`Detector`'s)
     ----------------------------------------------------------
@@ -90,6 +107,7 @@ class TorchDetector(Detector):
     module_: nn.Module
     device_: torch.device
     val_indices_: np.ndarray
+    _aug_rng: np.random.Generator
 
     # Augmentation used when TrainParams leaves a setting at None.
     default_augmentation: ClassVar[dict[str, float]] = {
@@ -97,6 +115,10 @@ class TorchDetector(Detector):
         "time_mask": 0,
         "freq_mask": 0,
     }
+    # Array attributes (float or int ndarrays) that scoring needs besides the weights: saved
+    # with them in model.pt under the name without the trailing underscore. One that a model
+    # does not have (dcase-ae's Mahalanobis state when it scores by MSE) is not saved.
+    saved_arrays: ClassVar[tuple[str, ...]] = ()
 
     # --- subclass hooks ------------------------------------------------------------------------
 
@@ -109,47 +131,33 @@ class TorchDetector(Detector):
         """``(length, hop)`` in frames of the windows a clip is cut into."""
 
     def _to_input(self, windows: torch.Tensor) -> torch.Tensor:
-        """``(B, n_mels, length)`` standardised windows -> the module's input (and target)."""
+        """``(B, n_mels, length)`` standardised windows -> the module's input."""
         return windows
 
-    def _errors(
-        self, module: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Per-window loss ``(B,)``: mean squared error between ``module(x)`` and ``target``
-        (default ``x`` itself; training passes the unmasked windows when SpecAugment masks)."""
-        target = x if target is None else target
-        return F.mse_loss(module(x), target, reduction="none").flatten(1).mean(dim=1)
+    @abstractmethod
+    def _batch_loss(self, windows: WindowSet, idx: np.ndarray) -> torch.Tensor:
+        """Training loss (scalar tensor) of windows ``idx`` of the training windows, with the
+        network (and head) in train mode; augmentation is applied here."""
 
-    def _batch_loss(
-        self, module: nn.Module, windows: torch.Tensor, clip_ids: np.ndarray
-    ) -> torch.Tensor:
-        """Training loss (scalar) of a batch of standardised windows ``(B, n_mels, length)``;
-        ``clip_ids`` ``(B,)`` are their clips' indices in the ``fit`` input."""
-        clean, _, _ = self._mixup(windows)
-        noisy = self._spec_augment(clean)
-        return self._errors(module, self._to_input(noisy), self._to_input(clean)).mean()
+    @abstractmethod
+    def _val_loss(self, windows: WindowSet) -> float:
+        """Loss of the held-out clips' windows in eval mode, without augmentation: what early
+        stopping watches and ``history_``'s ``val_loss`` reports."""
 
-    def _val_loss(self, windows: WindowSet, clip_ids: np.ndarray) -> float:
-        """Validation loss: mean per-window error of the held-out clips (``clip_ids`` as in
-        :meth:`_batch_loss`, one per clip of ``windows``)."""
-        return float(self._window_errors(windows).mean())
-
-    def _batch_size(self) -> int:
-        return self.train.batch_size
-
-    def _after_fit(self, windows: WindowSet, clips: list[ClipInfo]) -> None:
-        """Called once the best weights are restored, with every training clip's windows."""
-
+    @abstractmethod
     def _clip_scores(self, windows: WindowSet, clips: list[ClipInfo]) -> np.ndarray:
-        """Scores ``(n_clips,)``: the mean per-window error of each clip."""
-        return windows.clip_means(self._window_errors(windows))
+        """Scores ``(n_clips,)`` of the clips of ``windows`` (``clips`` their metadata)."""
 
-    def _extra_state(self) -> dict[str, np.ndarray]:
-        """Arrays besides the weights that scoring needs; saved as tensors with the weights."""
-        return {}
+    def _build_head(self, clips: list[ClipInfo]) -> nn.Module | None:
+        """A module trained and early-stopped with the network but not saved (a classifier's
+        loss head), built after the network from every training clip's metadata; None: none."""
+        return None
 
-    def _set_extra_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`_extra_state` returned."""
+    def _after_fit(self, windows: WindowSet, clips: list[ClipInfo]) -> np.ndarray:
+        """Called once the best weights are restored, with every training clip's windows:
+        learn what scoring needs besides the weights and return the training clips' scores
+        ``(n_clips,)`` (default: :meth:`_clip_scores`)."""
+        return self._clip_scores(windows, clips)
 
     # --- augmentation ------------------------------------------------------------------------
 
@@ -159,16 +167,23 @@ class TorchDetector(Detector):
         chosen = {"mixup": tp.mixup, "time_mask": tp.time_mask, "freq_mask": tp.freq_mask}
         return {k: (self.default_augmentation[k] if v is None else v) for k, v in chosen.items()}
 
-    def _mixup(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """``(mixed windows, partner index (B,), weight lam)``; ``lam * x + (1 - lam) * x[perm]``.
-        Without mixup: the windows, the identity and 1.0."""
+    def _mixup_pairs(self, n: int) -> tuple[torch.Tensor, float]:
+        """Mixup partners of a batch of ``n``: ``(partner index (n,), weight lam)`` with
+        ``lam ~ Beta(alpha, alpha)``; the identity and 1.0 when mixup is off."""
         alpha = self.augmentation()["mixup"]
-        perm = torch.arange(windows.shape[0], device=windows.device)
-        if alpha <= 0 or windows.shape[0] < 2:
-            return windows, perm, 1.0
+        if alpha <= 0 or n < 2:
+            return torch.arange(n), 1.0
         lam = float(self._aug_rng.beta(alpha, alpha))
-        perm = torch.from_numpy(self._aug_rng.permutation(windows.shape[0])).to(windows.device)
-        return lam * windows + (1.0 - lam) * windows[perm], perm, lam
+        return torch.from_numpy(self._aug_rng.permutation(n)), lam
+
+    def _mixup(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Mixup of a batch: each ``(B, ...)`` tensor (the windows, and a classifier's soft
+        targets) becomes ``lam * t + (1 - lam) * t[perm]``, all with one draw of
+        :meth:`_mixup_pairs`; the tensors themselves when mixup is off."""
+        perm, lam = self._mixup_pairs(tensors[0].shape[0])
+        if lam == 1.0:
+            return list(tensors)
+        return [lam * t + (1.0 - lam) * t[perm.to(t.device)] for t in tensors]
 
     def _spec_augment(self, windows: torch.Tensor) -> torch.Tensor:
         """SpecAugment time and frequency masks on ``(B, n_mels, length)``, one random mask of
@@ -187,10 +202,21 @@ class TorchDetector(Detector):
 
     # --- training ----------------------------------------------------------------------------
 
+    def _batch_size(self) -> int:
+        """Windows per batch: the detector's own ``batch_size`` parameter where it has one
+        (dcase-ae and vae count vectors of a few frames), else ``train.batch_size``."""
+        own = getattr(self.params, "batch_size", None)
+        return self.train.batch_size if own is None else int(own)
+
     def _fit(
         self, features: list[np.ndarray], clips: list[ClipInfo], progress: Progress | None
     ) -> np.ndarray:
         tp = self.train
+        if tp.epochs < 1:
+            raise SettingsError(
+                f"--epochs {tp.epochs}: the neural detectors need at least one epoch; use a "
+                "pooled-statistics detector (lof, gmm, knn) for a training-free model"
+            )
         device = resolve_device(tp.device)
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -213,43 +239,36 @@ class TorchDetector(Detector):
             train_idx, val_idx = val_split_indices(len(features), tp.val_split, tp.seed)
             self.val_indices_ = val_idx
             length, hop = self._window()
-            train_ws = WindowSet([std_clips[i] for i in train_idx], length, hop)
+            train_ws = WindowSet([std_clips[i] for i in train_idx], length, hop, train_idx)
             val_ws = None
             if len(val_idx):
-                val_ws = WindowSet([std_clips[i] for i in val_idx], length, hop)
+                val_ws = WindowSet([std_clips[i] for i in val_idx], length, hop, val_idx)
             if len(train_ws) < 2:
                 raise ValueError(
                     f"{self.name} needs at least 2 training windows of {length} frames; "
                     f"got {len(train_ws)} from {len(train_idx)} clip(s)"
                 )
-            self._train_clip_ids, self._val_clip_ids = train_idx, val_idx
-            self._prepare(clips)
             self.module_ = self._build_module(self.n_mels_).to(device)
-            self.n_params_ = sum(p.numel() for p in self._trainable().parameters())
-            self._train_loop(train_ws, val_ws, progress)
-            all_ws = WindowSet(std_clips, length, hop)
-            self._after_fit(all_ws, clips)
-            return self._clip_scores(all_ws, clips)
+            head = self._build_head(clips)
+            trainable = nn.ModuleList([self.module_] + ([] if head is None else [head]))
+            self.n_params_ = sum(p.numel() for p in trainable.parameters())
+            self._train_loop(trainable, train_ws, val_ws, progress)
+            return self._after_fit(WindowSet(std_clips, length, hop), clips)
         finally:
             torch.use_deterministic_algorithms(was_deterministic, warn_only=warn_only)
 
-    def _prepare(self, clips: list[ClipInfo]) -> None:
-        """Called before the module is built, with every training clip (e.g. to derive
-        classes from their names)."""
-
-    def _trainable(self) -> nn.Module:
-        """What the optimiser trains: the module (emb-knn adds its loss head)."""
-        return self.module_
-
     def _train_loop(
-        self, train_ws: WindowSet, val_ws: WindowSet | None, progress: Progress | None
+        self,
+        trainable: nn.Module,
+        train_ws: WindowSet,
+        val_ws: WindowSet | None,
+        progress: Progress | None,
     ) -> None:
-        """Adam with early stopping on the validation loss (the training loss without
-        validation clips); restores the best epoch's weights, also after Ctrl-C (interrupted
-        before any epoch finished, the partly trained weights are kept)."""
+        """Adam on ``trainable`` (the network and its head) with early stopping on the
+        validation loss (the training loss without validation clips); restores the best
+        epoch's weights, also after Ctrl-C (interrupted before any epoch finished, the partly
+        trained weights are kept)."""
         tp = self.train
-        module = self.module_
-        trainable = self._trainable()
         optimiser = torch.optim.Adam(trainable.parameters(), lr=tp.learning_rate)
         rng = np.random.default_rng(tp.seed)
         self._aug_rng = np.random.default_rng(tp.seed + 1)
@@ -260,15 +279,17 @@ class TorchDetector(Detector):
                 trainable.train()
                 loss_sum, seen = 0.0, 0
                 for idx in _batches(rng.permutation(len(train_ws)), self._batch_size()):
-                    clip_ids = self._train_clip_ids[train_ws.clip_of[idx]]
-                    loss = self._batch_loss(module, self._tensor(train_ws.gather(idx)), clip_ids)
+                    loss = self._batch_loss(train_ws, idx)
                     optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
+                    torch.autograd.backward(loss)
                     optimiser.step()
                     loss_sum += loss.item() * len(idx)
                     seen += len(idx)
                 train_loss = loss_sum / seen
-                val_loss = self._val_loss(val_ws, self._val_clip_ids) if val_ws else None
+                val_loss = None
+                if val_ws is not None:
+                    trainable.eval()
+                    val_loss = self._val_loss(val_ws)
                 row = {
                     "epoch": epoch,
                     "loss": train_loss,
@@ -305,28 +326,25 @@ class TorchDetector(Detector):
         if best_state is not None:
             trainable.load_state_dict(best_state)
         trainable.eval()
-        module.eval()
 
-    # --- scoring -----------------------------------------------------------------------------
+    # --- inference -----------------------------------------------------------------------------
 
     def _standardise(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.norm_mean_[:, None]) / self.norm_std_[:, None]
+        out: np.ndarray = (x - self.norm_mean_[:, None]) / self.norm_std_[:, None]
+        return out
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).to(self.device_)
 
-    def _window_errors(self, windows: WindowSet) -> np.ndarray:
-        """Per-window errors ``(n_windows,)`` float64 in eval mode (batch order is fixed, so
-        the same model gives bit-identical values)."""
+    def _eval_batches(self, windows: WindowSet) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """``(window indices (B,), module input)`` for every window, in fixed batches with the
+        network in eval mode (so the same model gives bit-identical values). Iterate under
+        ``torch.inference_mode()``."""
         self.module_.eval()
-        out = np.empty(len(windows), dtype=np.float64)
         bs = self._batch_size()
-        with torch.inference_mode():
-            for i in range(0, len(windows), bs):
-                idx = np.arange(i, min(i + bs, len(windows)))
-                x = self._to_input(self._tensor(windows.gather(idx)))
-                out[idx] = self._errors(self.module_, x).double().cpu().numpy()
-        return out
+        for i in range(0, len(windows), bs):
+            idx = np.arange(i, min(i + bs, len(windows)))
+            yield idx, self._to_input(self._tensor(windows.gather(idx)))
 
     def _windows_of(self, features: list[np.ndarray]) -> WindowSet:
         length, hop = self._window()
@@ -335,20 +353,16 @@ class TorchDetector(Detector):
     def _score(self, features: list[np.ndarray], clips: list[ClipInfo]) -> np.ndarray:
         return self._clip_scores(self._windows_of(features), clips)
 
-    def validation_loss(self, features: list[np.ndarray]) -> float:
-        """Mean per-window loss of these clips in eval mode: what ``history_``'s ``val_loss``
-        reports for the validation clips (``features[i]`` for ``i`` in ``val_indices_``)."""
-        self._check_fitted()
-        feats = self._check_features(features, fitting=False)
-        return float(self._window_errors(self._windows_of(feats)).mean())
-
     # --- persistence ---------------------------------------------------------------------------
 
     def _save_state(self, folder: Path) -> list[str]:
         state = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
-        extra = self._extra_state()
-        extra_t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in extra.items()}
-        torch.save({"model": state, "extra": extra_t}, folder / WEIGHTS_FILE)
+        extra = {
+            name.rstrip("_"): torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
+            for name in self.saved_arrays
+            if hasattr(self, name)
+        }
+        torch.save({"model": state, "extra": extra}, folder / WEIGHTS_FILE)
         return [WEIGHTS_FILE]
 
     def _load_state(self, folder: Path, meta: dict[str, Any], device: str | None) -> None:
@@ -362,4 +376,51 @@ class TorchDetector(Detector):
         module.load_state_dict(blob["model"])
         self.module_ = module.to(self.device_).eval()
         self.val_indices_ = np.zeros(0, dtype=np.int64)
-        self._set_extra_state({k: v.numpy() for k, v in blob["extra"].items()})
+        for name in self.saved_arrays:
+            if name.rstrip("_") in blob["extra"]:
+                setattr(self, name, blob["extra"][name.rstrip("_")].numpy())
+
+
+class Autoencoder(TorchDetector):
+    """Base of the reconstruction detectors: loss, validation loss and score are one
+    per-window error, :meth:`_errors` (default: MSE of the reconstruction).
+
+    Training reconstructs the clean (mixed-up) windows from their SpecAugment-masked copies;
+    validation loss and clip score are the mean per-window error in eval mode.
+    """
+
+    def _errors(
+        self, module: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-window loss ``(B,)``: mean squared error between ``module(x)`` and ``target``
+        (default ``x`` itself; training passes the unmasked windows when SpecAugment masks)."""
+        target = x if target is None else target
+        return F.mse_loss(module(x), target, reduction="none").flatten(1).mean(dim=1)
+
+    def _batch_loss(self, windows: WindowSet, idx: np.ndarray) -> torch.Tensor:
+        """The mean error of reconstructing the mixed-up windows from their masked copies."""
+        (clean,) = self._mixup(self._tensor(windows.gather(idx)))
+        noisy = self._spec_augment(clean)
+        return self._errors(self.module_, self._to_input(noisy), self._to_input(clean)).mean()
+
+    def _val_loss(self, windows: WindowSet) -> float:
+        return float(self._window_errors(windows).mean())
+
+    def _clip_scores(self, windows: WindowSet, clips: list[ClipInfo]) -> np.ndarray:
+        """Scores ``(n_clips,)``: the mean per-window error of each clip."""
+        return windows.clip_means(self._window_errors(windows))
+
+    def _window_errors(self, windows: WindowSet) -> np.ndarray:
+        """Per-window errors ``(n_windows,)`` float64 in eval mode."""
+        out = np.empty(len(windows), dtype=np.float64)
+        with torch.inference_mode():
+            for idx, x in self._eval_batches(windows):
+                out[idx] = self._errors(self.module_, x).double().cpu().numpy()
+        return out
+
+    def validation_loss(self, features: list[np.ndarray]) -> float:
+        """Mean per-window loss of these clips in eval mode: what ``history_``'s ``val_loss``
+        reports for the validation clips (``features[i]`` for ``i`` in ``val_indices_``)."""
+        self._check_fitted()
+        feats = self._check_features(features, fitting=False)
+        return float(self._window_errors(self._windows_of(feats)).mean())

@@ -17,7 +17,7 @@ Per-window terms, with ``D = input_dim``:
 * ``KL = 0.5 * sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j)`` (:func:`kl_divergence`).
 
 Training loss per window: ``recon + beta * KL / D`` with ``z = mu + exp(logvar / 2) * eps``
-(reparameterisation, ``eps`` from torch's global RNG, seeded by the template). Scaling: for a
+(reparameterisation, ``eps`` from torch's global RNG, seeded by the training loop). Scaling: for a
 decoder of variance 1/2, ``-ELBO = sum_d (x_d - x_hat_d)^2 + KL + const``, so the loss is
 ``-ELBO / D`` up to a constant at ``beta = 1``; read against the textbook unit-variance ELBO
 (``0.5 * sum_d (x_d - x_hat_d)^2 + KL``), this ``beta`` weighs the KL like ``beta / 2`` there.
@@ -25,8 +25,9 @@ Dividing by ``D`` keeps the loss on the autoencoders' per-value MSE scale.
 
 Scores (deterministic, eval mode, ``z = mu``): ``"elbo"``: ``recon + beta * KL / D``;
 ``"recon"``: ``recon``. Clip score: the mean over the clip's windows. Augmentation (mixup,
-SpecAugment) applies through the template's ``_batch_loss``: it calls :meth:`_errors` in train
-mode with the augmented input and the clean target.
+SpecAugment) applies through :class:`~asdcli.detectors.torch_base.Autoencoder`'s
+``_batch_loss``: it calls :meth:`_errors` in train mode with the augmented input and the clean
+target.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asdcli.detectors.params import VAEParams
-from asdcli.detectors.torch_base import TorchDetector
+from asdcli.detectors.torch_base import Autoencoder
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -78,7 +79,8 @@ class VAENet(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, latent) -> (B, input_dim)``."""
-        return self.decoder(z)
+        out: torch.Tensor = self.decoder(z)
+        return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(x)
@@ -88,7 +90,7 @@ class VAENet(nn.Module):
         return self.decode(z), mu, logvar
 
 
-class VAEDetector(TorchDetector):
+class VAEDetector(Autoencoder):
     """Variational autoencoder on context-frame vectors (see the module docstring)."""
 
     name: ClassVar[str] = "vae"
@@ -97,9 +99,6 @@ class VAEDetector(TorchDetector):
 
     def _window(self) -> tuple[int, int]:
         return self.params.context, self.params.hop
-
-    def _batch_size(self) -> int:
-        return self.params.batch_size
 
     def _build_module(self, n_mels: int) -> nn.Module:
         p = self.params
@@ -117,7 +116,8 @@ class VAEDetector(TorchDetector):
         against ``target`` (default ``x``; the clean windows when augmentation alters ``x``);
         in eval mode the deterministic score at ``z = mu`` chosen by ``params.score``."""
         target = x if target is None else target
-        x_hat, mu, logvar = module(x)
+        out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = module(x)
+        x_hat, mu, logvar = out
         beta, dim = self.params.beta, x.shape[1]
         if module.training:
             recon = F.mse_loss(x_hat, target, reduction="none").mean(dim=1)
@@ -126,4 +126,5 @@ class VAEDetector(TorchDetector):
         recon = (x_hat.double() - target.double()).square().mean(dim=1)
         if self.params.score == "recon":
             return recon
-        return recon + beta * kl_divergence(mu.double(), logvar.double()) / dim
+        elbo: torch.Tensor = recon + beta * kl_divergence(mu.double(), logvar.double()) / dim
+        return elbo

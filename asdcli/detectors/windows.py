@@ -42,9 +42,15 @@ class WindowSet:
         Standardised float32 ``(n_mels, frames)`` arrays.
     length, hop
         Window length and hop in frames.
+    ids
+        The caller's number of each clip, ``(n_clips,)`` (default ``0 .. n_clips - 1``): the
+        training loop gives a subset of ``fit``'s clips their index there, so window ``i``
+        comes from clip ``ids[clip_of[i]]`` of ``fit``'s input.
     """
 
-    def __init__(self, clips: list[np.ndarray], length: int, hop: int) -> None:
+    def __init__(
+        self, clips: list[np.ndarray], length: int, hop: int, ids: np.ndarray | None = None
+    ) -> None:
         padded = [repeat_pad(c, length) for c in clips]
         offsets = np.cumsum([0] + [p.shape[1] for p in padded[:-1]])
         starts = [
@@ -54,6 +60,9 @@ class WindowSet:
         self.starts = np.concatenate(starts)
         self.clip_of = np.repeat(np.arange(len(clips)), [len(s) for s in starts])
         self.n_clips = len(clips)
+        self.ids = np.arange(len(clips)) if ids is None else np.asarray(ids, dtype=np.int64)
+        if self.ids.shape != (len(clips),):
+            raise ValueError(f"{len(clips)} clips but {self.ids.size} ids")
         self.length = length
         self._steps = np.arange(length)
 
@@ -64,6 +73,11 @@ class WindowSet:
         """Windows ``idx`` as a float32 array ``(len(idx), n_mels, length)``."""
         cols = self.starts[idx][:, None] + self._steps  # (B, length)
         return np.ascontiguousarray(self.data[:, cols].transpose(1, 0, 2))
+
+    def ids_of(self, idx: np.ndarray) -> np.ndarray:
+        """The :attr:`ids` of the clips that windows ``idx`` come from, ``(len(idx),)``."""
+        ids: np.ndarray = self.ids[self.clip_of[idx]]
+        return ids
 
     def clip_means(self, values: np.ndarray) -> np.ndarray:
         """Average per-window ``values`` ``(n_windows,)`` over each clip's windows ->

@@ -4,6 +4,6 @@
 :mod:`asdcli.synth.dataset` the layout, naming, splits, domains, levels and determinism.
 """
 
-from asdcli.synth.dataset import MACHINES, SynthSummary, synthesize
+from asdcli.synth.dataset import MACHINES, SynthArgumentError, SynthSummary, synthesize
 
-__all__ = ["MACHINES", "SynthSummary", "synthesize"]
+__all__ = ["MACHINES", "SynthArgumentError", "SynthSummary", "synthesize"]

@@ -185,6 +185,16 @@ def attributes_csv(specs: Sequence[ClipSpec]) -> str:
     return buf.getvalue()
 
 
+class SynthArgumentError(ValueError):
+    """An argument :func:`synthesize` cannot honour. ``argument`` is its name, so that a front
+    end can name it its own way (the CLI names the flag); ``str()`` reads ``"<name> <detail>"``."""
+
+    def __init__(self, argument: str, detail: str) -> None:
+        super().__init__(f"{argument} {detail}")
+        self.argument = argument
+        self.detail = detail
+
+
 def _check(
     machines: Sequence[str],
     n_train: int,
@@ -195,30 +205,37 @@ def _check(
     seed: int,
     target_train: int | None,
 ) -> None:
-    """Raise ValueError, naming the argument, for anything :func:`synthesize` cannot honour."""
+    """Raise :class:`SynthArgumentError`, naming the argument, for anything :func:`synthesize`
+    cannot honour."""
     unknown = [m for m in machines if m not in MACHINE_TYPES]
     if unknown or not machines:
-        what = f"unknown machine type(s) {', '.join(map(repr, unknown))}" if unknown else "none"
-        raise ValueError(f"machines: {what}; known: {', '.join(MACHINES)}")
+        what = f"names unknown type(s) {', '.join(map(repr, unknown))}" if unknown else "is empty"
+        raise SynthArgumentError("machines", f"{what}; known: {', '.join(MACHINES)}")
     if not isinstance(n_train, int) or n_train < 1:
-        raise ValueError(f"n_train must be an integer >= 1 (got {n_train!r})")
+        raise SynthArgumentError("n_train", f"must be an integer >= 1 (got {n_train!r})")
     if not isinstance(n_test, int) or n_test < 4 or n_test % 4:
-        raise ValueError(
-            f"n_test must be a multiple of 4 and >= 4, for balanced normal/anomaly x "
-            f"source/target groups (got {n_test!r})"
+        raise SynthArgumentError(
+            "n_test",
+            "must be a multiple of 4 and >= 4, for balanced normal/anomaly x source/target "
+            f"groups (got {n_test!r})",
         )
     if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"seconds must be a positive number (got {seconds!r})")
+        raise SynthArgumentError("seconds", f"must be a positive number (got {seconds!r})")
     if not isinstance(sample_rate, int) or sample_rate < 8000:
-        raise ValueError(f"sample_rate must be an integer >= 8000 Hz (got {sample_rate!r})")
+        raise SynthArgumentError(
+            "sample_rate", f"must be an integer >= 8000 Hz (got {sample_rate!r})"
+        )
     if not (isinstance(difficulty, int | float) and 0.0 <= difficulty <= 1.0):
-        raise ValueError(f"difficulty must be between 0 and 1 (got {difficulty!r})")
+        raise SynthArgumentError("difficulty", f"must be between 0 and 1 (got {difficulty!r})")
     if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0 (got {seed!r})")
+        raise SynthArgumentError("seed", f"must be an integer >= 0 (got {seed!r})")
     if target_train is not None and (
         not isinstance(target_train, int) or not 0 <= target_train <= n_train
     ):
-        raise ValueError(f"target_train must be between 0 and n_train (got {target_train!r})")
+        raise SynthArgumentError(
+            "target_train",
+            f"must be between 0 and the number of training clips {n_train} (got {target_train!r})",
+        )
 
 
 def synthesize(

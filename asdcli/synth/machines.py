@@ -40,7 +40,7 @@ domain; every clip gets its own gentle microphone coloration.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,13 +99,17 @@ def power_law(exponent: float, f_min: float = 10.0) -> Callable[[np.ndarray], np
     return lambda f: np.maximum(f, f_min) ** (-exponent / 2.0)
 
 
-def equalize(x: np.ndarray, sample_rate: int, gain_db: Callable[[np.ndarray], np.ndarray]):
+def equalize(
+    x: np.ndarray, sample_rate: int, gain_db: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """Apply a zero-phase gain curve ``gain_db(f)`` (dB, f in Hz) to ``x`` (n,) via the FFT."""
     f = np.fft.rfftfreq(x.size, 1.0 / sample_rate)
-    return np.fft.irfft(np.fft.rfft(x) * 10.0 ** (gain_db(f) / 20.0), x.size)
+    return np.asarray(np.fft.irfft(np.fft.rfft(x) * 10.0 ** (gain_db(f) / 20.0), x.size))
 
 
-def wander(rng: np.random.Generator, n: int, sample_rate: int, depth: float, rate: float):
+def wander(
+    rng: np.random.Generator, n: int, sample_rate: int, depth: float, rate: float
+) -> np.ndarray:
     """Slow random fluctuation ``1 + depth * g(t)`` (n,), g smooth with ~unit spread.
 
     Real machines never hold their speed exactly; ``rate`` (Hz) is how fast it drifts.
@@ -157,7 +161,7 @@ def resonate(x: np.ndarray, sample_rate: int, freq: float, bandwidth: float) -> 
     probe = np.zeros(int(14.0 / (1.0 - r)) + 3)
     probe[0] = 1.0
     gain = 1.0 / np.sqrt(np.sum(signal.lfilter(b, a, probe) ** 2))
-    return signal.lfilter(np.multiply(b, gain), a, x)
+    return np.asarray(signal.lfilter(np.multiply(b, gain), a, x))
 
 
 def strikes(
@@ -177,7 +181,9 @@ def strikes(
     return resonate(hits, sample_rate, freq, bandwidth)
 
 
-def harmonics(rng: np.random.Generator, phase: np.ndarray, amps) -> np.ndarray:
+def harmonics(
+    rng: np.random.Generator, phase: np.ndarray, amps: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """``sum_k amps[k-1] * cos(k * phase + random)``, k = 1..len(amps), for a phase (n,).
 
     The k-th harmonic comes from the (k-1)-th by one complex multiplication, which is several
@@ -200,7 +206,7 @@ def add_deviation(normal: np.ndarray, deviation: np.ndarray, ratio_db: float) ->
     d = rms(deviation)
     if d == 0.0:
         return normal
-    return normal + deviation * (rms(normal) * 10.0 ** (ratio_db / 20.0) / d)
+    return np.asarray(normal + deviation * (rms(normal) * 10.0 ** (ratio_db / 20.0) / d))
 
 
 def _jitter(rng: np.random.Generator, amps: list[float], spread: float = 0.2) -> np.ndarray:
@@ -401,7 +407,7 @@ def _valve_gate(on: np.ndarray, off: np.ndarray, n: int, sample_rate: int) -> np
     np.add.at(steps, np.clip(np.round(off * sample_rate).astype(np.int64), 0, n), -1.0)
     gate = np.clip(np.cumsum(steps)[:n], 0.0, 1.0)
     a = np.exp(-1.0 / (0.004 * sample_rate))
-    return signal.lfilter([1.0 - a], [1.0, -a], gate)
+    return np.asarray(signal.lfilter([1.0 - a], [1.0, -a], gate))
 
 
 def _timing_faults(
@@ -490,7 +496,7 @@ def valve(
         idx = np.round(np.concatenate(bounce_times) * sr).astype(np.int64)
         bounces = strikes(n, sr, idx, np.concatenate(bounce_amps), 3400.0, 700.0)
         x = add_deviation(x, bounces, ratio_db)
-    return x
+    return np.asarray(x)
 
 
 # ----------------------------------------------------------------------------- slider
@@ -584,7 +590,7 @@ def microphone(rng: np.random.Generator, x: np.ndarray, sample_rate: int) -> np.
         f = np.maximum(f, 1.0)
         u = np.log2(np.maximum(f, 20.0) / 20.0) / np.log2(nyquist / 20.0)
         ripple = np.sum(coef * np.cos(order * np.pi * u[None, :] + shift), axis=0)
-        return ripple - 10.0 * np.log10(1.0 + (cutoff / f) ** 4)
+        return np.asarray(ripple - 10.0 * np.log10(1.0 + (cutoff / f) ** 4))
 
     return equalize(x, sample_rate, gain_db)
 
