@@ -369,8 +369,3 @@ def summarize(
         for machine, ms in by_machine.items()
     }
     return {**overall, "per_machine": per_machine, "skipped": skipped}
-
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    """A metric for display: ``n/a`` when not computable (``None``)."""
-    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from asdcli.display import fmt, params_text, seconds_text
 from asdcli.errors import RunError
 from asdcli.evaluate import METRICS_LAYOUT_VERSION
 from asdcli.files import read_json, write_png, write_text
-from asdcli.metrics import fmt
 from asdcli.runs import Run, list_runs
 
 REPORT_MD = "report.md"
@@ -282,14 +282,6 @@ def _caveats(ranked: list[RunRow]) -> list[str]:
 def _md(text: str) -> str:
     """Table cell text: a ``|`` would end the cell."""
     return text.replace("|", "\\|")
-
-
-def seconds_text(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
-
-
-def params_text(value: int | None) -> str:
-    return "n/a" if value is None else f"{value:,}"
 
 
 def to_markdown(comparison: Comparison) -> str:

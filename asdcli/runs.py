@@ -490,7 +490,7 @@ def process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _process_gone(pid: int, started: str | None) -> bool:
+def process_gone(pid: int, started: str | None) -> bool:
     """True when no live process is ``pid`` (started at ``started``, when known) on this host."""
     try:
         os.kill(pid, 0)
@@ -521,7 +521,7 @@ def _check_still_running(run: Run) -> None:
         return
     if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
         started = m.get("pid_start")
-        if _process_gone(pid, started if isinstance(started, str) else None):
+        if process_gone(pid, started if isinstance(started, str) else None):
             m["status"] = "incomplete"
             m["reason"] = DEAD_PROCESS_REASON
 

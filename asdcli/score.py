@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from asdcli import submission
+from asdcli.detectors.base import Detector
 from asdcli.errors import DataError, RunError
 from asdcli.files import csv_text, write_files
 from asdcli.naming import UNKNOWN
@@ -57,12 +58,40 @@ CLIP_TABLE = "scores.csv"
 CLIP_TABLE_HEADER = ("machine", "section", "file", "path", "domain", "label", "score", "decision")
 
 
-def _run_features(run: Run) -> FeatureSettings:
+def run_features(run: Run) -> FeatureSettings:
     try:
         return FeatureSettings.model_validate(run.manifest["feature_settings"])
     except (KeyError, ValueError) as exc:
         raise RunError(
             f"{run.path} has no usable feature settings in its manifest ({exc})."
+        ) from None
+
+
+def _check_model_dir(run: Run, machine: str) -> None:
+    model_dir = run.model_dir(machine)
+    if not model_dir.is_dir():
+        raise RunError(
+            f"Run {run.name} has no model for {machine}: {model_dir} is missing. "
+            "Train again, or restore the folder."
+        )
+
+
+def load_model(run: Run, machine: str, device: str | None = None) -> Detector:
+    """The trained detector of ``machine`` in ``run`` (verify the run's hashes first).
+
+    Raises
+    ------
+    RunError
+        The model folder is missing, or its files are not what asd writes (nothing is run).
+    """
+    from asdcli.detectors import get_detector
+
+    _check_model_dir(run, machine)
+    try:
+        return get_detector(run.detector).load(run.model_dir(machine), device=device)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise RunError(
+            f"Run {run.name}: the model for {machine} cannot be loaded ({exc}). Train again."
         ) from None
 
 
@@ -99,7 +128,7 @@ def score_run(
         The disk filled up; the files of the previous scoring are as they were.
     """
     run = load_run(run_dir, require_complete=not allow_incomplete)
-    fs = _run_features(run)
+    fs = run_features(run)
     key = fs.key()
     if key != run.feature_key:
         raise RunError(f"{run.path}: manifest feature key does not match its feature settings.")
@@ -143,29 +172,15 @@ def score_run(
 
     _refuse_duplicate_names(scorable, run_dir)
     for machine in sorted(scorable):  # before anything is written: all or nothing
-        model_dir = run.model_dir(machine)
-        if not model_dir.is_dir():
-            raise RunError(
-                f"Run {run.name} has no model for {machine}: {model_dir} is missing. "
-                "Train again, or restore the folder."
-            )
+        _check_model_dir(run, machine)
     if not trust_modified:
         run.verify(sorted(scorable))
     thresholds = run.thresholds()
 
-    from asdcli.detectors import get_detector
-
-    cls = get_detector(run.detector)
     table: list[list[Any]] = []
     outputs: dict[Path, bytes] = {}
     for machine, recs in sorted(scorable.items()):
-        model_dir = run.model_dir(machine)
-        try:
-            det = cls.load(model_dir)
-        except (ValueError, KeyError, TypeError, OSError) as exc:
-            raise RunError(
-                f"Run {run.name}: the model for {machine} cannot be loaded ({exc}). Train again."
-            ) from None
+        det = load_model(run, machine)
         if progress:
             progress(machine, 0, len(recs))
         scores = det.score(store.load(key, recs), recs)

@@ -24,6 +24,8 @@ from pydantic_settings import SettingsError as _PydanticSettingsError
 
 from asdcli.detectors.params import DetectorParams, Section, TrainParams
 from asdcli.errors import SettingsError
+from asdcli.monitor.settings import ServeSettings, WatchSettings
+from asdcli.tune.settings import TuneSettings
 
 ENV_PREFIX = "ASD_"
 DEFAULT_CONFIG = Path("conf/config.yaml")
@@ -184,6 +186,9 @@ class Settings(BaseSettings):
     detectors: DetectorParams = Field(default_factory=DetectorParams)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     paths: PathSettings = Field(default_factory=PathSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
 
     @classmethod
     def settings_customise_sources(

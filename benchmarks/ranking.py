@@ -124,6 +124,7 @@ def run(
     from asdcli.synth import synthesize
     from asdcli.train import train
 
+    work.mkdir(parents=True, exist_ok=True)
     store, runs_root = work / "features.h5", work / "runs"
     dataset = QUICK_DATASET if quick else DATASET
     if data is None:  # the synthetic benchmark, generated once into the work folder

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from asdcli.cli import config, data, demo, report, scoring, train
+from asdcli.cli import config, data, demo, monitor, report, scoring, train, tune
 from asdcli.cli.common import err, quiet_stdout, state
 from asdcli.errors import UserError
 
@@ -110,6 +110,10 @@ app.command("train")(train.train)
 app.command("score")(scoring.score)
 app.command("evaluate")(scoring.evaluate)
 app.command("report")(report.report)
+app.command("tune")(tune.tune)
+app.command("serve")(monitor.serve)
+app.command("watch")(monitor.watch)
+app.command("history")(monitor.history)
 app.command("demo")(demo.demo)
 app.command("config")(config.config)
 

@@ -23,8 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from asdcli.metrics import fmt
-from asdcli.report import params_text, seconds_text
+from asdcli.display import fmt, params_text, seconds_text
 
 if TYPE_CHECKING:
     from asdcli.evaluate import EvalResult
