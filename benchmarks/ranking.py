@@ -144,9 +144,12 @@ def run(
     featurize([data], settings.features, store, workers=settings.featurize.workers)
 
     wanted = set(only.split(",")) if only else None
-    done: dict[str, Path] = {}
+    done = _labelled_runs(work)  # runs already in --work are kept: an interrupted ranking resumes
     for label, detector, params in ENTRIES:
         if wanted is not None and label not in wanted:
+            continue
+        if label in done:
+            console.print(f"{label}: already trained in {done[label]}")
             continue
         overrides = {f"detectors.{detector.replace('-', '_')}.{k}": v for k, v in params.items()}
         if detector == "ensemble":

@@ -397,3 +397,10 @@ def test_each_window_is_transformed_as_its_target_class_says():
             window, freq_shift(torch.from_numpy(ws.gather(idx[i : i + 1])), shift)[0]
         )
     assert len({int(t.argmax()) for t in targets}) > 2  # several shifts were drawn
+    # Validation: window i is shifted as class i mod 5, every time.
+    det._val_loss(ws)
+    inputs, targets = det.module_.seen[1][:, 0], det._head.seen[1]
+    labels = det._labels[ws.ids_of(idx)]
+    assert (targets.argmax(dim=1) - labels).tolist() == [i % 5 for i in idx]
+    shifts = torch.tensor([det._pretext.shifts[i % 5] for i in idx])
+    torch.testing.assert_close(inputs, freq_shift(torch.from_numpy(ws.gather(idx)), shifts))

@@ -19,11 +19,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from asdcli.display import fmt
 from asdcli.metrics import (
     EPS,
     METRIC_FIELDS,
     SectionMetrics,
-    fmt,
     official_score,
     section_metrics,
     summarize,

@@ -18,8 +18,8 @@ import pytest
 from monitor_support import command_app, free_socket, trained_run, wait_for
 from typer.testing import CliRunner
 
-from asdcli.errors import SettingsError
 from asdcli.cli.monitor import history, serve
+from asdcli.errors import SettingsError
 from asdcli.monitor.history import Entry, History, HistoryError
 from asdcli.monitor.server import BindRefused
 

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from asdcli.cli import app
-from asdcli.demo import DETECTORS
+from asdcli.demo import DETECTORS, DIFFICULTY
 from asdcli.naming import parse_name
 
 runner = CliRunner()
@@ -105,3 +105,16 @@ def test_demo_runs_end_to_end(tmp_path):
     assert sorted(p.name.split("_", 1)[1] for p in runs) == sorted(DETECTORS)
     assert all((p / "metrics.json").is_file() for p in runs)
     assert (tmp_path / "demo" / "runs" / "report.md").is_file()
+    # The demo shows detection working: its best detector reaches 0.80, and it says which one
+    # won, by how much, at which difficulty, and why AUC-t is the hard part.
+    scores = {
+        p.name.split("_", 1)[1]: json.loads((p / "metrics.json").read_text())["official_score"]
+        for p in runs
+    }
+    best = max(scores, key=lambda d: scores[d])
+    assert scores[best] >= 0.80, scores
+    text = " ".join(r.output.split())  # rich wraps lines
+    assert f"Best detector: {best}, official score {scores[best]:.3f}" in text
+    assert "ahead of" in text and "AUC-t is the hard part" in text
+    assert f"difficulty {DIFFICULTY}" in text
+    assert "Traceback" not in r.output

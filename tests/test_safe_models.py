@@ -156,11 +156,6 @@ def test_malicious_torch_weights_never_run(tmp_path):
     assert not (run / "scores").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch_base._load_state lets torch's pickle.UnpicklingError through (exit 1, a "
-    "traceback); it should raise a ValueError naming the file (issue 14)",
-)
 def test_malicious_torch_weights_are_a_user_error(tmp_path):
     run, planted, marker = _torch_run_with_payload(tmp_path)
     refused(asd("score", run, "--trust-modified"), str(planted), "cannot be loaded")

@@ -26,13 +26,13 @@ from rich.console import Console
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
+from asdcli.cli.tune import default_storage, studies_table, tune
 from asdcli.errors import DataError, SettingsError, UserError
 from asdcli.featurize import featurize
 from asdcli.runs import load_run
 from asdcli.settings import load_settings
 from asdcli.store import FeatureStore
 from asdcli.synth import synthesize
-from asdcli.cli.tune import default_storage, studies_table, tune
 from asdcli.tune.holdout import split_holdout
 from asdcli.tune.objective import Objective
 from asdcli.tune.settings import TuneSettings

@@ -99,7 +99,8 @@ class _PackedNet:
     @classmethod
     def build(cls, net: nn.Module, rows: int) -> _PackedNet | None:
         """The packed copy of ``net``, or None where it cannot be made or does not match."""
-        if not (isinstance(net, FCAutoencoderNet) and torch.backends.mkldnn.is_available()):
+        mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+        if not (isinstance(net, FCAutoencoderNet) and mkldnn):
             return None
         try:
             packed = cls(net, rows)

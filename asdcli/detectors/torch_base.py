@@ -34,6 +34,8 @@ frames and mel bands (an autoencoder reconstructs the unmasked window).
 
 from __future__ import annotations
 
+import io
+import pickle
 import random
 import time
 import warnings
@@ -50,6 +52,7 @@ from torch import nn
 from asdcli.detectors.base import Detector, Progress, resolve_device
 from asdcli.detectors.windows import WindowSet
 from asdcli.errors import SettingsError
+from asdcli.files import write_bytes
 from asdcli.naming import ClipInfo
 
 __all__ = ["Autoencoder", "TorchDetector", "resolve_device", "val_split_indices"]
@@ -362,7 +365,11 @@ class TorchDetector(Detector):
             for name in self.saved_arrays
             if hasattr(self, name)
         }
-        torch.save({"model": state, "extra": extra}, folder / WEIGHTS_FILE)
+        # Serialised in memory, then written atomically: a full disk is a clear DiskFullError
+        # (torch.save straight to a file reports it as an errno-less RuntimeError).
+        buffer = io.BytesIO()
+        torch.save({"model": state, "extra": extra}, buffer)
+        write_bytes(folder / WEIGHTS_FILE, buffer.getvalue())
         return [WEIGHTS_FILE]
 
     def _load_state(self, folder: Path, meta: dict[str, Any], device: str | None) -> None:
@@ -370,7 +377,15 @@ class TorchDetector(Detector):
         if not path.is_file():
             raise ValueError(f"{folder} has {meta['name']}'s detector.json but no {WEIGHTS_FILE}")
         # weights_only: a tensors-only file, nothing is unpickled beyond tensors and dicts.
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as exc:
+            raise ValueError(
+                f"{path} is not a tensors-only weights file ({type(exc).__name__}); it is not "
+                "loaded"
+            ) from None
+        if not isinstance(blob, dict) or not isinstance(blob.get("model"), dict):
+            raise ValueError(f"{path} is not a weights file written by asd")
         self.device_ = resolve_device(device or "auto")
         module = self._build_module(self.n_mels_)
         module.load_state_dict(blob["model"])

@@ -174,11 +174,20 @@ class EmbKNNDetector(TorchDetector):
         return loss
 
     def _val_loss(self, windows: WindowSet) -> float:
-        """Classification loss of the held-out clips' windows as recorded (no augmentation)."""
+        """Classification loss of the held-out clips' windows, without augmentation. With a
+        self-supervised task, window ``i`` is transformed as class ``i mod n_transforms``
+        (fixed, so every epoch sees the same task): early stopping then watches the task
+        that is learned, not only the untransformed class."""
         total = 0.0
         with torch.inference_mode():
             for idx, x in self._eval_batches(windows):
-                loss = self._head(self.module_(x), self._targets(windows.ids_of(idx)))
+                transform = None
+                if self._pretext is not None:
+                    transform = idx % len(self._pretext)
+                    recorded = x.squeeze(1)  # the module's input is (B, 1, n_mels, frames)
+                    x = self._to_input(self._pretext.apply(recorded, transform))
+                targets = self._targets(windows.ids_of(idx), transform)
+                loss = self._head(self.module_(x), targets)
                 total += float(loss) * len(idx)
         return total / len(windows)
 
