@@ -142,7 +142,7 @@ def train(
 
     params: BaseModel = getattr(settings.detectors, params_key(name))
     params, chosen = cls.resolve_params(
-        params, ParamsContext(settings.paths.runs, key, tuple(chosen))
+        params, ParamsContext(settings.paths.runs, key, tuple(chosen), settings.train)
     )
     run = start_run(
         settings.paths.runs,

@@ -104,11 +104,14 @@ class ParamsContext:
         Key of the feature set the run trains on.
     machines : tuple of str
         The machine types chosen for training (each has training clips).
+    train : TrainParams or None
+        The training-loop settings the run will use (epochs, batch size, ...).
     """
 
     runs_root: Path
     feature_key: str
     machines: tuple[str, ...]
+    train: TrainParams | None = None
 
 
 def as_float_list(values: np.ndarray) -> list[float]:

@@ -47,9 +47,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import nn
 
-from asdcli.detectors.base import Detector, Progress, resolve_device
+from asdcli.detectors.base import Detector, ParamsContext, Progress, resolve_device
+from asdcli.detectors.params import TrainParams
 from asdcli.detectors.windows import WindowSet
 from asdcli.errors import SettingsError
 from asdcli.files import write_bytes
@@ -94,6 +96,14 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _check_epochs(train: TrainParams) -> None:
+    if train.epochs < 1:
+        raise SettingsError(
+            f"--epochs {train.epochs}: the neural detectors need at least one epoch; use a "
+            "pooled-statistics detector (lof, gmm, knn) for a training-free model"
+        )
+
+
 class TorchDetector(Detector):
     """Base of the neural detectors; see the module docstring for what subclasses add.
 
@@ -124,6 +134,15 @@ class TorchDetector(Detector):
     saved_arrays: ClassVar[tuple[str, ...]] = ()
 
     # --- subclass hooks ------------------------------------------------------------------------
+
+    @classmethod
+    def resolve_params(
+        cls, params: BaseModel, context: ParamsContext
+    ) -> tuple[BaseModel, list[str]]:
+        # Refused before the run folder exists, so `--epochs 0` leaves nothing behind.
+        if context.train is not None:
+            _check_epochs(context.train)
+        return super().resolve_params(params, context)
 
     @abstractmethod
     def _build_module(self, n_mels: int) -> nn.Module:
@@ -215,11 +234,7 @@ class TorchDetector(Detector):
         self, features: list[np.ndarray], clips: list[ClipInfo], progress: Progress | None
     ) -> np.ndarray:
         tp = self.train
-        if tp.epochs < 1:
-            raise SettingsError(
-                f"--epochs {tp.epochs}: the neural detectors need at least one epoch; use a "
-                "pooled-statistics detector (lof, gmm, knn) for a training-free model"
-            )
+        _check_epochs(tp)
         device = resolve_device(tp.device)
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
