@@ -16,7 +16,6 @@ from rich.table import Table
 from asdcli.cli import render
 from asdcli.cli.common import err, help_default, out, resolve_settings
 from asdcli.display import fmt
-from asdcli.tune.settings import TuneSettings
 
 if TYPE_CHECKING:
     from asdcli.settings import Settings
@@ -27,11 +26,6 @@ FLAGS = {"paths.store": "store", "paths.runs": "runs"}
 TOP = 5
 
 
-def _default(name: str) -> str:
-    """`` [default: X]`` from the tune settings model (never retyped here)."""
-    return f" \\[default: tune.{name}, {TuneSettings.model_fields[name].default}]"
-
-
 def tune(
     ctx: typer.Context,
     detector: Annotated[str, typer.Argument(help="Detector to tune (see `asd train --list`).")],
@@ -39,8 +33,11 @@ def tune(
         int | None,
         typer.Option(
             min=1,
-            help="Trials the study should have (complete or pruned); running the command "
-            "again with a larger number adds the difference." + _default("trials"),
+            help=help_default(
+                "Trials the study should have (complete or pruned); running the command "
+                "again with a larger number adds the difference.",
+                "tune.trials",
+            ),
         ),
     ] = None,
     timeout: Annotated[
@@ -70,8 +67,11 @@ def tune(
         typer.Option(
             min=0,
             max=0.99,
-            help="Share of the labelled test clips the search never sees; the best trial is "
-            "scored on them at the end." + _default("holdout"),
+            help=help_default(
+                "Share of the labelled test clips the search never sees; the best trial is "
+                "scored on them at the end.",
+                "tune.holdout",
+            ),
         ),
     ] = None,
     machine: Annotated[
@@ -202,8 +202,7 @@ def default_storage(settings: Settings) -> str:
     """The storage `asd tune` uses with these settings and no --storage (for `asd report`)."""
     from asdcli.tune.storage import storage_string
 
-    tune_settings = getattr(settings, "tune", None) or TuneSettings()
-    return storage_string(settings, tune_settings)
+    return storage_string(settings, settings.tune)
 
 
 def studies_table(rows: list[StudyRow]) -> Table:

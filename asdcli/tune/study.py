@@ -184,7 +184,7 @@ def plan_study(
 
     cls = resolve_detector(detector)
     name = canonical_name(detector)
-    tune = tune or getattr(settings, "tune", None) or TuneSettings()
+    tune = tune or settings.tune
     trials = tune.trials if trials is None else trials
     fraction = tune.holdout if holdout is None else holdout
     if trials < 1:
