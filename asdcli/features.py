@@ -113,9 +113,12 @@ class _FrontEnd:
         left = (fs.n_fft - win_length) // 2
         self.window[left : left + win_length] = hann
         self.filters = scipy.sparse.csr_matrix(mel_filterbank(fs).T)  # (n_mels, n_freqs)
-        self.scale = np.float32(20.0 / fs.power)
+        # dB = 20 / power * log10(mel), computed as a natural log times a constant: NumPy's
+        # float32 log is vectorised and log10 is not (0.07 ms against 0.25 for a 10-s clip).
+        self.scale = np.float32(20.0 / fs.power / np.log(10.0))
         self.amin = np.float32(10.0 ** (fs.db_floor / (20.0 / fs.power)))
         self.floor = np.float32(fs.db_floor)
+        self.log_amin = np.log(self.amin)
         self._local = threading.local()  # one workspace per thread: calls may run in parallel
 
     def _workspace(self, batch: int, samples: int) -> _Workspace:
@@ -148,9 +151,12 @@ class _FrontEnd:
         np.copyto(w.bins, w.power.reshape(batch * count, -1).T)
         mel = np.asarray(self.filters @ w.bins, dtype=np.float32)  # (n_mels, batch * frames)
         np.maximum(mel, self.amin, out=mel)
-        np.log10(mel, out=mel)
+        np.log(mel, out=mel)
+        # Relative to the floor's log, so that the floor itself is exact (silence is -100 dB).
+        mel -= self.log_amin
+        np.maximum(mel, 0.0, out=mel)  # float32 rounding may land just below the floor
         mel *= self.scale
-        np.maximum(mel, self.floor, out=mel)  # float32 log10 may round just below the floor
+        mel += self.floor
         return mel.reshape(-1, batch, count).transpose(1, 0, 2)
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -26,10 +26,10 @@ import numpy as np
 
 from asdcli.audio import AudioError, file_rate, read_audio
 from asdcli.errors import DataError
-from asdcli.features import logmel, min_samples
-from asdcli.naming import SPLITS, name_split, parse_path
+from asdcli.features import logmel, min_samples, n_frames
+from asdcli.naming import SPLITS, ClipInfo, name_split, parse_path
 from asdcli.settings import FeatureSettings
-from asdcli.store import ClipRecord, StoreWriter, ctrl_c_held
+from asdcli.store import ClipRecord, StoreWriter, ctrl_c_held, save_frames
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,7 @@ def discover(paths: Sequence[Path]) -> list[Path]:
                 raise DataError(f"{p} is not a .wav file.")
             found.add(p.resolve())
             continue
-        found.update(
-            q.resolve() for q in p.rglob("*") if q.suffix.lower() == ".wav" and q.is_file()
-        )
+        found.update(_wavs_under(p.resolve()))
     if not found:
         shown = ", ".join(str(p) for p in paths)
         raise DataError(
@@ -131,7 +129,28 @@ def discover(paths: Sequence[Path]) -> list[Path]:
     return sorted(found)
 
 
-def duplicate_warnings(paths: Iterable[str]) -> list[str]:
+def _wavs_under(folder: Path) -> Iterator[Path]:
+    """``.wav`` files under ``folder`` (resolved), symlinked files resolved to their targets;
+    symlinked folders are not followed (as ``Path.rglob``). With ``os.scandir`` the file
+    types come with the listing: no system call per file (``Path.resolve`` makes one per
+    folder level, which cost more than reading the file)."""
+    stack = [str(folder)]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except PermissionError:  # skipped, as rglob does
+            continue
+        with it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.name.lower().endswith(".wav") and entry.is_file():
+                    yield Path(entry.path).resolve() if entry.is_symlink() else Path(entry.path)
+
+
+def duplicate_warnings(
+    paths: Iterable[str], parse: Callable[[PurePath], ClipInfo] = parse_path
+) -> list[str]:
     """Notes on clips of one machine type and split that share a file name across folders.
 
     DCASE submission files name clips by file name only, so ``asd score`` refuses to write two
@@ -139,7 +158,7 @@ def duplicate_warnings(paths: Iterable[str]) -> list[str]:
     """
     folders: dict[tuple[str, str, str], list[str]] = {}
     for p in sorted(paths):
-        info = parse_path(PurePath(p))
+        info = parse(PurePath(p))
         folders.setdefault((info.machine, info.split, info.name), []).append(
             str(PurePath(p).parent)
         )
@@ -158,7 +177,9 @@ def duplicate_warnings(paths: Iterable[str]) -> list[str]:
     return notes
 
 
-def split_warnings(files: Sequence[Path]) -> list[str]:
+def split_warnings(
+    files: Sequence[Path], parse: Callable[[PurePath], ClipInfo] = parse_path
+) -> list[str]:
     """One note per kind of clip whose name and folder disagree: the folder wins.
 
     Also a note for clips named ``_anomaly_`` in ``train/``: kept, but never trained on.
@@ -166,7 +187,7 @@ def split_warnings(files: Sequence[Path]) -> list[str]:
     crossed: dict[tuple[str, str], list[str]] = {}  # (name's split, folder's) -> machines
     anomalous: list[str] = []
     for f in files:
-        info = parse_path(f)
+        info = parse(f)
         said = name_split(f.name)
         if said in SPLITS and info.split in SPLITS and said != info.split:
             crossed.setdefault((said, info.split), []).append(info.machine)
@@ -228,11 +249,13 @@ def resolve_rate(files: Sequence[Path], features: FeatureSettings) -> FeatureSet
     return features.at_rate(next(iter(by_rate)))
 
 
-def layout_warnings(files: Sequence[Path]) -> list[str]:
+def layout_warnings(
+    files: Sequence[Path], parse: Callable[[PurePath], ClipInfo] = parse_path
+) -> list[str]:
     """Notes on the folder layout that do not stop featurize (e.g. a machine without test/)."""
     splits: dict[str, set[str]] = {}
     for f in files:
-        info = parse_path(f)
+        info = parse(f)
         splits.setdefault(info.machine, set()).add(info.split)
     notes = []
     for machine, seen in sorted(splits.items()):
@@ -246,22 +269,25 @@ def layout_warnings(files: Sequence[Path]) -> list[str]:
 # --------------------------------------------------------------------------- computing
 
 
-def _compute(
-    files: Sequence[str], settings_json: str
-) -> list[tuple[str, dict[str, Any] | None, np.ndarray | str]]:
-    """Worker task: read and featurize ``files``; (path, audio facts, features or error), in the
-    order of ``files``. Features are float32 ``(n_mels, frames)``."""
+Result = tuple[str, dict[str, Any] | None, int | str]  # (path, audio facts, frames or error)
+
+
+def _compute(files: Sequence[str], settings_json: str, frames_path: str) -> list[Result]:
+    """Worker task: read and featurize ``files``, save the frames of those that could be read
+    one after another to ``frames_path`` (a journal batch's ``.npy``, in the store's
+    ``(frames, n_mels)`` layout); (path, audio facts, number of frames or error), in order.
+
+    Writing the frames here, not returning them, keeps 160 KB per 10-s clip out of the pipe
+    between processes and spreads the store's writing over every worker.
+    """
     fs = FeatureSettings.model_validate_json(settings_json)
-    out: list[tuple[str, dict[str, Any] | None, np.ndarray | str]] = []
-    batch: list[tuple[int, np.ndarray]] = []  # (index in out, samples) of equal-length clips
+    out: list[Result] = []
+    blocks: list[np.ndarray] = []  # (frames, n_mels) views, in file order
+    batch: list[np.ndarray] = []  # samples of equal-length clips, computed in one call
 
     def run_batch() -> None:
-        waves = [samples for _, samples in batch]
-        feats = logmel(waves[0][None] if len(waves) == 1 else np.stack(waves), fs)
-        for (i, _), x in zip(batch, feats, strict=True):
-            # (n_mels, frames) views of (frames, n_mels) arrays: the store's layout, so the
-            # writer, the busiest process, only copies memory.
-            out[i] = (out[i][0], out[i][1], np.ascontiguousarray(x.T).T)
+        feats = logmel(batch[0][None] if len(batch) == 1 else np.stack(batch), fs)
+        blocks.extend(x.T for x in feats)
         batch.clear()
 
     for f in files:
@@ -271,17 +297,19 @@ def _compute(
             out.append((f, None, str(exc)))
             continue
         n = clip.samples.shape[0]
-        if batch and (n != batch[0][1].shape[0] or (len(batch) + 1) * n > BATCH_SAMPLES):
+        if batch and (n != batch[0].shape[0] or (len(batch) + 1) * n > BATCH_SAMPLES):
             run_batch()
         facts = {
             "sample_rate": clip.orig_sample_rate,
             "channels": clip.channels,
             "duration": n / fs.rate,
         }
-        out.append((f, facts, ""))  # features filled in by run_batch
-        batch.append((len(out) - 1, clip.samples))
+        out.append((f, facts, n_frames(n, fs)))
+        batch.append(clip.samples)
     if batch:
         run_batch()
+    if blocks:
+        save_frames(Path(frames_path), np.concatenate(blocks))
     return out
 
 
@@ -300,20 +328,24 @@ def _ready() -> None:
 
 
 def _results(
-    todo: list[str], settings_json: str, workers: int
-) -> Generator[tuple[str, dict[str, Any] | None, np.ndarray | str], None, None]:
-    """Every file's result, in the order of ``todo``, computed by ``workers`` processes: this one
-    and ``workers - 1`` helpers.
+    tasks: list[list[str]], settings_json: str, workers: int, reserve: Callable[[], Path]
+) -> Generator[tuple[Path, list[Result]], None, None]:
+    """Every task's ``(frames file, results)``, in task order, computed by ``workers``
+    processes: this one and ``workers - 1`` helpers; ``reserve()`` names each task's frames
+    file when the task is handed out.
 
     Tasks are handed out in order, at most ``TASKS_AHEAD`` per helper. Whenever the oldest task
     is not back yet (also while the helpers are still starting), this process computes the next
-    task itself instead of waiting: it is never idle, a helper's start-up costs nothing, and the
-    clips computed here are never copied between processes.
+    task itself instead of waiting: it is never idle, and a helper's start-up costs nothing.
     """
-    tasks = [todo[i : i + TASK_FILES] for i in range(0, len(todo), TASK_FILES)]
+
+    def own(task: list[str]) -> tuple[Path, list[Result]]:
+        path = reserve()
+        return path, _compute(task, settings_json, str(path))
+
     if workers <= 1 or len(tasks) <= 1:
         for t in tasks:
-            yield from _compute(t, settings_json)
+            yield own(t)
         return
     helpers = min(workers, len(tasks)) - 1  # no helper without a task to take
     # forkserver: helpers must not inherit this process's store lock or h5py state.
@@ -321,31 +353,35 @@ def _results(
     pool = ProcessPoolExecutor(helpers, mp_context=ctx, initializer=_init_worker)
     try:
         starting = [pool.submit(_ready) for _ in range(helpers)]
-        # In task order: a helper's future, or a task's results computed here.
-        queue: deque[Future[list[Any]] | list[Any]] = deque()
+        # In task order: a helper's (frames file, future), or a task computed here.
+        queue: deque[tuple[Path, Future[list[Result]]] | tuple[Path, list[Result]]] = deque()
         following = 0  # the next task to hand out
         while queue or following < len(tasks):
             if starting and all(f.done() for f in starting):
                 for f in starting:
                     f.result()  # a helper that failed to start raises here
                 starting = []
-            sent = sum(isinstance(q, Future) for q in queue)
+            sent = sum(isinstance(q[1], Future) for q in queue)
             while not starting and following < len(tasks) and sent < helpers * TASKS_AHEAD:
-                queue.append(pool.submit(_compute, tasks[following], settings_json))
+                path = reserve()
+                task = pool.submit(_compute, tasks[following], settings_json, str(path))
+                queue.append((path, task))
                 following += 1
                 sent += 1
             head = queue[0] if queue else None
-            waiting = head is None or (isinstance(head, Future) and not head.done())
+            waiting = head is None or (isinstance(head[1], Future) and not head[1].done())
             room = len(queue) < helpers * TASKS_AHEAD + OWN_AHEAD
             if waiting and room and following < len(tasks):
-                queue.append(_compute(tasks[following], settings_json))
+                queue.append(own(tasks[following]))
                 following += 1
                 continue
             assert head is not None
             queue.popleft()
-            yield from head.result() if isinstance(head, Future) else head
+            path, result = head
+            yield path, result.result() if isinstance(result, Future) else result
     finally:
-        # Not waiting: helpers still starting up (a short run) exit on their own.
+        # Not waiting: helpers still starting up (a short run) exit on their own. Frames of
+        # tasks never adopted have no batch JSON: the next writer removes them.
         pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -380,12 +416,17 @@ def featurize(
     t0 = time.perf_counter()
     files = discover(paths)
     features = resolve_rate(files, features)
+    parsed = {str(f): parse_path(f) for f in files}  # names are parsed once, not per use
+
+    def parse(p: PurePath) -> ClipInfo:
+        return parsed.get(str(p)) or parse_path(p)
+
     key = features.key()
     summary = FeaturizeSummary(
         store=store,
         key=key,
         sample_rate=features.rate,
-        warnings=split_warnings(files) + layout_warnings(files),
+        warnings=split_warnings(files, parse) + layout_warnings(files, parse),
     )
     if workers == 0:
         workers = os.cpu_count() or 1
@@ -398,30 +439,35 @@ def featurize(
             _add_clips(
                 writer,
                 files,
-                {} if force else _still_valid(stored, writer.splits(), files),
+                {} if force else _still_valid(stored, writer.splits(), files, parse),
                 summary,
                 saved,
                 features=features,
                 workers=workers,
                 strict=strict,
+                batch_clips=batch_clips,
+                parse=parse,
                 progress=progress,
             )
     except KeyboardInterrupt:  # e.g. during the final commit, which the writer completes first
         summary.interrupted = True
-    summary.warnings.extend(duplicate_warnings(set(saved)))
+    summary.warnings.extend(duplicate_warnings(set(saved), parse))
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
 def _still_valid(
-    known: dict[str, tuple[int, int]], splits: dict[str, str], files: Sequence[Path]
+    known: dict[str, tuple[int, int]],
+    splits: dict[str, str],
+    files: Sequence[Path],
+    parse: Callable[[PurePath], ClipInfo],
 ) -> dict[str, tuple[int, int]]:
     """``known`` less the clips stored with another split than their folder gives now.
 
     Stores written before the folder decided the split hold the name's split; such clips are
     featurized again (once), so training sees the split the folder says.
     """
-    now = {str(f): parse_path(f).split for f in files}
+    now = {str(f): parse(f).split for f in files}
     return {p: v for p, v in known.items() if p not in now or splits.get(p) == now[p]}
 
 
@@ -435,11 +481,13 @@ def _add_clips(
     features: FeatureSettings,
     workers: int,
     strict: bool,
+    batch_clips: int,
+    parse: Callable[[PurePath], ClipInfo],
     progress: Callable[[int, int], None] | None,
 ) -> None:
     """The loop of :func:`featurize`: clips in ``known`` unchanged are counted as cached, the
     others computed and added to ``writer``; paths cached or added are appended to ``saved``."""
-    infos = {str(f): parse_path(f) for f in files}
+    infos = {str(f): parse(f) for f in files}
     todo: list[str] = []
     stats: dict[str, os.stat_result] = {}
     for f in files:
@@ -456,37 +504,46 @@ def _add_clips(
     done = len(files) - len(todo)
     if progress:
         progress(done, len(files))
-    results = _results(todo, features.model_dump_json(), workers)
+    size = max(1, min(TASK_FILES, batch_clips))  # a task's clips are one journal batch
+    tasks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    results = _results(tasks, features.model_dump_json(), workers, writer.reserve_batch)
     try:
-        for path, facts, result in results:
-            with ctrl_c_held():  # a clip is added and counted whole, or not at all
-                counts = summary.machines[infos[path].machine]
-                if isinstance(result, str):
-                    if strict:
-                        raise DataError(f"{path} {result} (--strict stops at unreadable files).")
-                    summary.skipped.append((path, result))
-                    counts.skipped += 1
-                else:
+        for frames_path, task in results:
+            with ctrl_c_held():  # a task's clips are added and counted whole, or not at all
+                records, failed = [], []
+                for path, facts, result in task:
+                    if isinstance(result, str):
+                        failed.append((path, result))
+                        continue
                     assert facts is not None
                     st = stats[path]
-                    rec = ClipRecord(
-                        **vars(infos[path]),  # shallow: to_dict (asdict) deep-copies
-                        path=path,
-                        size=st.st_size,
-                        mtime_ns=st.st_mtime_ns,
-                        n_frames=int(result.shape[1]),
-                        **facts,
+                    records.append(
+                        ClipRecord(
+                            **vars(infos[path]),  # shallow: to_dict (asdict) deep-copies
+                            path=path,
+                            size=st.st_size,
+                            mtime_ns=st.st_mtime_ns,
+                            n_frames=result,
+                            **facts,
+                        )
                     )
-                    writer.add(rec, result)
+                writer.adopt_batch(frames_path, records)
+                for rec in records:
+                    counts = summary.machines[rec.machine]
                     counts.clips += 1
                     counts.new += 1
-                    saved.append(path)
-                    if facts["sample_rate"] != features.rate:
-                        rate = facts["sample_rate"]
+                    saved.append(rec.path)
+                    if rec.sample_rate != features.rate:
+                        rate = rec.sample_rate
                         summary.resampled[rate] = summary.resampled.get(rate, 0) + 1
-                    if facts["channels"] > 1:
+                    if rec.channels > 1:
                         summary.multichannel += 1
-                done += 1
+                for path, reason in failed:
+                    if strict:
+                        raise DataError(f"{path} {reason} (--strict stops at unreadable files).")
+                    summary.skipped.append((path, reason))
+                    summary.machines[infos[path].machine].skipped += 1
+                done += len(task)
                 if progress:
                     progress(done, len(files))
     except KeyboardInterrupt:

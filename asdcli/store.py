@@ -15,12 +15,15 @@ Layout of ``features.h5`` (layout version 1), readable with plain h5py::
 Clip ``i``'s features are ``frames[offset[i] : offset[i] + n_frames[i]].T`` (n_mels, frames).
 
 Safety. The live file is never modified in place: a writer appends finished clips to a journal
-folder (``features.h5.journal/``, each batch written whole and renamed into place), and commits
-by writing a new file beside the store and renaming it over the old one. A writer killed at any
-moment therefore leaves the old store intact and its finished batches in the journal; the next
-writer merges them first. Ctrl-C during a commit is held until the commit is done. One writer
-at a time holds ``features.h5.lock`` (an advisory lock the OS drops when the process dies); a
-second one fails at once with a clear message.
+folder (``features.h5.journal/``), and commits by writing a new file beside the store and
+renaming it over the old one. A journal batch is ``NAME.npy`` (float32 frames, which any worker
+process may write) and ``NAME.json`` (its clips), renamed into place last: a batch exists once
+its JSON does. A writer killed at any moment therefore leaves the old store intact and its
+finished batches in the journal; the next writer merges them first. While clips arrive, each
+batch is also appended to the new file ("staging"), so a commit only adds the old store's clips
+and the clip table instead of copying every frame again. Ctrl-C during a commit is held until
+the commit is done. One writer at a time holds ``features.h5.lock`` (an advisory lock the OS
+drops when the process dies); a second one fails at once with a clear message.
 
 A full disk (ENOSPC, or a quota: EDQUOT) is the same as a kill, plus a message: the writer
 commits what it can, leaves the old store or the journal as they are, and raises
@@ -42,7 +45,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -64,6 +67,7 @@ COMPRESSION: str | None = None
 JOURNAL_BATCH_CLIPS = 256
 JOURNAL_BATCH_SECONDS = 5.0
 JOURNAL_BATCH_BYTES = 64 * 2**20  # also bounds memory: a batch is held whole until written
+SYNC_BYTES = 64 * 2**20  # staged between two background fsyncs of the next store file
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,11 @@ class FeatureStore:
                     out.append(np.ascontiguousarray(block[lo : lo + rec.n_frames].T))
         return out
 
+    def lazy(self, key: str, records: Sequence[ClipRecord]) -> StoredClips:
+        """Features of ``records`` read on access, not all at once (see :class:`StoredClips`):
+        for a model that learns from more clips than fit in memory."""
+        return StoredClips(self, key, records)
+
     def select(
         self,
         key: str,
@@ -287,6 +296,65 @@ class FeatureStore:
             for r in self.clips(key)
             if (machine is None or r.machine == machine) and (split is None or r.split == split)
         ]
+
+
+class StoredClips(Sequence[np.ndarray]):
+    """A read-only sequence of stored clips, each float32 ``(n_mels, frames)`` read from the
+    file when indexed; ``lengths`` (frames per clip) needs no read.
+
+    The file is opened on first access and stays open until :meth:`close` (or the ``with``
+    block ends); a store rewritten meanwhile by a featurize is noticed at opening
+    (:class:`StoreError`), while an open handle keeps reading the file it opened.
+    """
+
+    def __init__(self, store: FeatureStore, key: str, records: Sequence[ClipRecord]):
+        self._store = store
+        self._key = key
+        self._records = list(records)
+        self.lengths = np.array([r.n_frames for r in self._records], dtype=np.int64)
+        self._file: h5py.File | None = None
+        self._frames: Any = None
+
+    def _dataset(self) -> Any:
+        if self._file is None:
+            f = _open(self._store.path)
+            try:
+                self._store._check_generation(f)
+                self._frames = f[f"features/{self._key}/frames"]
+            except BaseException:
+                f.close()
+                raise
+            self._file = f
+        return self._frames
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        if not isinstance(i, int | np.integer):
+            raise TypeError("StoredClips takes one integer index")
+        rec = self._records[i]
+        return np.ascontiguousarray(self._dataset()[rec.offset : rec.offset + rec.n_frames].T)
+
+    def window(self, i: int, start: int, length: int) -> np.ndarray:
+        """Frames ``start : start + length`` of clip ``i``, float32 ``(n_mels, length)``,
+        reading only those frames."""
+        rec = self._records[i]
+        if start < 0 or length < 0 or start + length > rec.n_frames:
+            raise IndexError(f"frames {start}:{start + length} of a {rec.n_frames}-frame clip")
+        lo = rec.offset + start
+        return np.ascontiguousarray(self._dataset()[lo : lo + length].T)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file, self._frames = None, None
+
+    def __enter__(self) -> StoredClips:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _runs(
@@ -316,8 +384,12 @@ def _journal_dir(path: Path) -> Path:
 
 
 def _journal_batches(path: Path) -> list[Path]:
+    """The journal's complete batches, oldest first: ``NAME.json`` files (whose frames are in
+    ``NAME.npy``), and ``NAME.npz`` ones written by asd 0.2 and earlier."""
     d = _journal_dir(path)
-    return sorted(d.glob("*.npz")) if d.is_dir() else []
+    if not d.is_dir():
+        return []
+    return sorted([*d.glob("*.json"), *d.glob("*.npz")], key=lambda p: p.stem)
 
 
 class StoreLocked(StoreError):
@@ -345,10 +417,51 @@ def disk_full(exc: BaseException | None) -> bool:
     )
 
 
-def _save_batch(path: Path, frames: np.ndarray, meta: str) -> None:
-    """Write one journal batch (float32 frames and its JSON metadata) to ``path``."""
+def save_frames(path: Path, frames: np.ndarray) -> None:
+    """A journal batch's frames, float32 ``(frames, n_mels)``, as a ``.npy`` file: written
+    from the array in one call (no archive, no checksum) and memory-mapped back when merged."""
     with open(path, "wb") as fh:
-        np.savez(fh, frames=frames, meta=np.array(meta))
+        np.save(fh, frames, allow_pickle=False)
+
+
+def _save_meta(path: Path, meta: str) -> None:
+    """A batch's JSON (feature set and clip records), renamed into place: a batch is in the
+    journal once its ``.json`` is, so frames without one are the leftovers of a kill."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(meta)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a partial file: of no use, and it holds disk space
+        raise
+    os.replace(tmp, path)
+
+
+def _save_batch(path: Path, frames: np.ndarray, meta: str) -> None:
+    """Write one journal batch: its frames to ``path`` (``NAME.npy``), then its JSON.
+    (Frames left by a failure are the caller's to remove: ``path`` may be a device.)"""
+    save_frames(path, frames)
+    _save_meta(path.with_suffix(".json"), meta)
+
+
+def _batch_bytes(path: Path) -> int:
+    if path.suffix == ".npz":
+        return path.stat().st_size
+    return path.stat().st_size + path.with_suffix(".npy").stat().st_size
+
+
+@contextlib.contextmanager
+def _load_batch(path: Path) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+    """``(meta, frames)`` of a journal batch; frames are read lazily (memory-mapped)."""
+    if path.suffix == ".npz":  # asd 0.2 and earlier: one archive
+        with np.load(path, allow_pickle=False) as npz:
+            yield json.loads(str(npz["meta"])), npz["frames"]
+        return
+    # The mapping ends when the last view of it is dropped (a file unlinked meanwhile stays
+    # readable until then).
+    yield (
+        json.loads(path.read_text()),
+        np.load(path.with_suffix(".npy"), mmap_mode="r", allow_pickle=False),
+    )
 
 
 @contextlib.contextmanager
@@ -402,6 +515,8 @@ class StoreWriter:
         self._last_flush = time.monotonic()
         self._seq = 0
         self.committed = 0
+        # The next store file, filled as batches arrive (None: not started, False: given up).
+        self._staging: _Staging | None | Literal[False] = None
 
     # -- lock and lifecycle
     def __enter__(self) -> StoreWriter:
@@ -440,7 +555,7 @@ class StoreWriter:
                     self._pending, self._filled = [], 0
                 self._frames = np.empty((0, self.n_mels), dtype=np.float32)  # before merging
                 try:
-                    self._merge()
+                    self._commit()
                     merged = True
                 except (OSError, RuntimeError) as err:
                     if not disk_full(err):
@@ -471,7 +586,7 @@ class StoreWriter:
         if st.f_blocks == 0:  # a file system that reports no size (some FUSE mounts)
             return
         free = st.f_bavail * st.f_frsize
-        need = sum(b.stat().st_size for b in batches) + COMMIT_MARGIN
+        need = sum(_batch_bytes(b) for b in batches) + COMMIT_MARGIN
         if self.path.exists():
             need += self.path.stat().st_size
         if free < need:
@@ -507,6 +622,9 @@ class StoreWriter:
         if jdir.is_dir():
             for tmp in jdir.glob("*.tmp"):
                 tmp.unlink(missing_ok=True)
+            for frames in jdir.glob("*.npy"):  # frames whose batch was never completed
+                if not frames.with_suffix(".json").exists():
+                    frames.unlink(missing_ok=True)
 
     def _write_empty(self) -> None:
         """A valid store with no clips yet: from the first moment on, the file opens."""
@@ -574,75 +692,274 @@ class StoreWriter:
         """Write queued clips to the journal as one whole batch."""
         if not self._pending:
             return
-        jdir = _journal_dir(self.path)
-        jdir.mkdir(exist_ok=True)
+        frames_path = self.reserve_batch()
         records = [_record_row(r) for r in self._pending]
-        meta = {"key": self.key, "settings": self.settings_json, "records": records}
-        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.npz"
-        tmp = jdir / (name + ".tmp")
+        frames = self._frames[: self._filled]
         try:
-            _save_batch(tmp, self._frames[: self._filled], json.dumps(meta))
+            _save_batch(frames_path, frames, self._meta(records))
         except BaseException:
-            tmp.unlink(missing_ok=True)  # a partial batch: of no use, and it holds disk space
+            frames_path.unlink(missing_ok=True)  # a partial batch holds disk space
             raise
-        os.replace(tmp, jdir / name)
-        self.committed += len(records)
-        self._seq += 1
+        self._adopted(frames_path.with_suffix(".json"), records, frames)
         self._pending = []
         self._filled = 0
         self._last_flush = time.monotonic()
 
+    def reserve_batch(self) -> Path:
+        """The ``.npy`` path for the frames of this writer's next batch, which any process
+        may write (:func:`save_frames`); :meth:`adopt_batch` then adds the batch."""
+        jdir = _journal_dir(self.path)
+        jdir.mkdir(exist_ok=True)
+        self._seq += 1
+        return jdir / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.npy"
+
+    def adopt_batch(self, frames_path: Path, records: Sequence[ClipRecord]) -> None:
+        """Add the clips whose frames another process wrote to ``frames_path`` (from
+        :meth:`reserve_batch`), one after another in the order of ``records``.
+
+        The batch is in the journal (it survives a crash) once this returns.
+        """
+        rows = [_record_row(r) for r in records]
+        if not rows:
+            frames_path.unlink(missing_ok=True)
+            return
+        frames = np.load(frames_path, mmap_mode="r", allow_pickle=False)
+        if frames.shape != (sum(r["n_frames"] for r in rows), self.n_mels):
+            raise ValueError(f"{frames_path} holds {frames.shape} frames, not the records'")
+        meta_path = frames_path.with_suffix(".json")
+        try:
+            _save_meta(meta_path, self._meta(rows))
+        except BaseException:
+            frames_path.unlink(missing_ok=True)  # not a batch without its JSON
+            raise
+        self._adopted(meta_path, rows, frames)
+
+    def _meta(self, rows: list[dict[str, Any]]) -> str:
+        return json.dumps({"key": self.key, "settings": self.settings_json, "records": rows})
+
+    def _adopted(self, batch: Path, rows: list[dict[str, Any]], frames: np.ndarray) -> None:
+        """A batch is in the journal: count it, and add it to the next store file now, so the
+        commit has little left to do. Staging is only a head start: on any error it is dropped
+        and the commit merges the journal as a kill would leave it."""
+        self.committed += len(rows)
+        if self._staging is False:
+            return
+        try:
+            if not self._room_to_stage(frames.nbytes):
+                # Not HDF5 running out of space mid-write (see _check_room): the commit merges.
+                self._drop_staging()
+                return
+            if self._staging is None:
+                self._staging = _Staging(self.path, self.key, self.settings_json, self.n_mels)
+            self._staging.add(batch, rows, frames)
+        except Exception:
+            self._drop_staging()
+
+    def _room_to_stage(self, nbytes: int) -> bool:
+        st = os.statvfs(self.path.parent)
+        if st.f_blocks == 0:  # a file system that reports no size
+            return True
+        old = self.path.stat().st_size if self.path.exists() else 0
+        return bool(st.f_bavail * st.f_frsize >= nbytes + old + COMMIT_MARGIN)
+
+    def _drop_staging(self) -> None:
+        if isinstance(self._staging, _Staging):
+            self._staging.abandon()
+        self._staging = False  # not again in this writer
+
     # -- committing
+    def _commit(self) -> None:
+        """Rename the staged file over the store (when every journal batch is in it), or fold
+        the journal into a new file."""
+        if isinstance(self._staging, _Staging):
+            staging, self._staging = self._staging, None
+            if set(staging.batches) == set(_journal_batches(self.path)):
+                try:
+                    staging.finish(self)
+                except BaseException:
+                    staging.abandon()
+                    raise
+                return
+            staging.abandon()
+        self._merge()
+
     def _merge(self) -> None:
         """Fold every journal batch into a new store file and rename it over the old one."""
         batches = _journal_batches(self.path)
         if not batches:
             return
         self._check_room(batches)
-        by_key: dict[str, list[tuple[dict[str, Any], np.lib.npyio.NpzFile]]] = {}
-        loaded = []
-        for b in batches:
-            npz = np.load(b, allow_pickle=False)
-            meta = json.loads(str(npz["meta"]))
-            loaded.append(npz)
-            by_key.setdefault(meta["key"], []).append((meta, npz))
+        with contextlib.ExitStack() as stack:
+            by_key: dict[str, list[tuple[dict[str, Any], np.ndarray]]] = {}
+            for b in batches:
+                meta, frames = stack.enter_context(_load_batch(b))
+                by_key.setdefault(meta["key"], []).append((meta, frames))
+            tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+            old = stack.enter_context(_open(self.path)) if self.path.exists() else None
+            try:
+                with h5py.File(tmp, "w") as new:
+                    root = _new_root(new)
+                    old_sets = old["features"] if old is not None else {}
+                    for key in sorted(set(old_sets) - set(by_key)):
+                        root.copy(old_sets[key], root, name=key)  # raw chunks, no recompression
+                    for key, items in by_key.items():
+                        _write_feature_set(root, key, old_sets.get(key), items)
+                    new.flush()
+                _fsync(tmp)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        self._replace(tmp, batches)
 
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        old = _open(self.path) if self.path.exists() else None
-        try:
-            with h5py.File(tmp, "w") as new:
-                new.attrs["format"] = FORMAT
-                new.attrs["layout_version"] = LAYOUT_VERSION
-                new.attrs["generation"] = uuid.uuid4().hex
-                root = new.create_group("features")
-                old_sets = old["features"] if old is not None else {}
-                for key in sorted(set(old_sets) - set(by_key)):
-                    root.copy(old_sets[key], root, name=key)  # raw chunk copy, no recompression
-                for key, items in by_key.items():
-                    _write_feature_set(root, key, old_sets.get(key), items)
-                new.flush()
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        finally:
-            if old is not None:
-                old.close()
-            for npz in loaded:
-                npz.close()
+    def _replace(self, tmp: Path, batches: Sequence[Path]) -> None:
+        """``tmp`` becomes the store; the journal batches it holds are deleted."""
         os.replace(tmp, self.path)
         for b in batches:
             b.unlink(missing_ok=True)
+            if b.suffix == ".json":
+                b.with_suffix(".npy").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             _journal_dir(self.path).rmdir()
+
+
+def _new_root(f: h5py.File) -> h5py.Group:
+    f.attrs["format"] = FORMAT
+    f.attrs["layout_version"] = LAYOUT_VERSION
+    f.attrs["generation"] = uuid.uuid4().hex
+    return f.create_group("features")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _new_frames(grp: h5py.Group, n_mels: int) -> h5py.Dataset:
+    return grp.create_dataset(
+        "frames",
+        shape=(0, n_mels),
+        maxshape=(None, n_mels),
+        dtype=np.float32,
+        chunks=(CHUNK_FRAMES, n_mels),
+        compression=COMPRESSION,
+        shuffle=COMPRESSION is not None,
+    )
+
+
+def _append(frames: h5py.Dataset, block: np.ndarray) -> int:
+    """Append ``block`` (frames, n_mels) to ``frames``; returns the offset it starts at."""
+    base = int(frames.shape[0])
+    frames.resize(base + block.shape[0], axis=0)
+    frames[base:] = block
+    return base
+
+
+def _kept_rows(frames: h5py.Dataset, old: h5py.Group, superseded: set[str]) -> list[dict[str, Any]]:
+    """Append the old set's clips not in ``superseded`` to ``frames``; their rows."""
+    rows = []
+    kept = [r for r in _read_table(old["clips"]) if r.path not in superseded]
+    for start, stop, group in _runs(kept):
+        base = _append(frames, old["frames"][start:stop])
+        rows += [dict(_record_row(r), offset=base + r.offset - start) for r in group]
+    return rows
+
+
+def _write_table(grp: h5py.Group, rows: list[dict[str, Any]]) -> None:
+    table = grp.create_group("clips")
+    for name in COLUMNS:
+        values = [r[name] for r in rows]
+        if name in _STR:
+            table.create_dataset(
+                name, data=np.array(values, dtype=object), dtype=h5py.string_dtype()
+            )
+        elif name in _INT:
+            table.create_dataset(name, data=np.array(values, dtype=np.int64))
+        else:
+            table.create_dataset(name, data=np.array(values, dtype=np.float64))
+
+
+class _Staging:
+    """The next store file, filled while featurize runs: each journal batch's frames are
+    appended as it arrives, so the commit only adds the old store's clips and the table.
+
+    Written beside the store as ``<store>.tmp-<pid>`` (removed by the next writer if this one
+    is killed); the journal stays the record of what is saved until the rename.
+    """
+
+    def __init__(self, path: Path, key: str, settings_json: str, n_mels: int):
+        self.path = path
+        self.key = key
+        self.tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        self.file = h5py.File(self.tmp, "w")
+        self.root = _new_root(self.file)
+        self.group = self.root.create_group(key)
+        self.group.attrs["settings"] = settings_json
+        self.group.attrs["n_mels"] = n_mels
+        self.frames = _new_frames(self.group, n_mels)
+        self.rows: list[dict[str, Any]] = []
+        self.batches: list[Path] = []
+        # The commit's fsync, started early: the disk writes what is staged while featurize
+        # computes, in a thread (fsync releases the GIL), and the last fsync has little left.
+        self._fd = os.open(self.tmp, os.O_RDONLY)
+        self._sync: threading.Thread | None = None
+        self._unsynced = 0
+
+    def add(self, batch: Path, rows: list[dict[str, Any]], frames: np.ndarray) -> None:
+        base = _append(self.frames, frames)
+        offset = base
+        for r in rows:
+            self.rows.append(dict(r, offset=offset))
+            offset += r["n_frames"]
+        self.batches.append(batch)
+        self._unsynced += frames.nbytes
+        if self._unsynced >= SYNC_BYTES and (self._sync is None or not self._sync.is_alive()):
+            self._unsynced = 0
+            self._sync = threading.Thread(target=os.fsync, args=(self._fd,), daemon=True)
+            self._sync.start()
+
+    def _stop_sync(self) -> None:
+        if self._sync is not None:
+            self._sync.join()
+            self._sync = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def finish(self, writer: StoreWriter) -> None:
+        """Old clips not superseded, other feature sets, the table; then the rename."""
+        writer._check_room([])
+        old = _open(self.path) if self.path.exists() else None
+        try:
+            rows = []
+            if old is not None:
+                old_sets = old["features"]
+                for key in sorted(set(old_sets) - {self.key}):
+                    self.root.copy(old_sets[key], self.root, name=key)
+                if self.key in old_sets:
+                    new_paths = {r["path"] for r in self.rows}
+                    rows = _kept_rows(self.frames, old_sets[self.key], new_paths)
+            _write_table(self.group, rows + self.rows)
+            self.file.close()
+            self._stop_sync()
+            _fsync(self.tmp)
+        finally:
+            if old is not None:
+                old.close()
+        writer._replace(self.tmp, self.batches)
+
+    def abandon(self) -> None:
+        with contextlib.suppress(Exception):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self._stop_sync()
+        self.tmp.unlink(missing_ok=True)
 
 
 def _write_feature_set(
     root: h5py.Group,
     key: str,
     old: h5py.Group | None,
-    batches: list[tuple[dict[str, Any], Any]],
+    batches: list[tuple[dict[str, Any], np.ndarray]],
 ) -> None:
     """Old clips not superseded by a journal clip of the same path, then the journal's clips."""
     settings_json = batches[0][0]["settings"]
@@ -655,32 +972,9 @@ def _write_feature_set(
     grp = root.create_group(key)
     grp.attrs["settings"] = settings_json
     grp.attrs["n_mels"] = n_mels
-    frames = grp.create_dataset(
-        "frames",
-        shape=(0, n_mels),
-        maxshape=(None, n_mels),
-        dtype=np.float32,
-        chunks=(CHUNK_FRAMES, n_mels),
-        compression=COMPRESSION,
-        shuffle=COMPRESSION is not None,
-    )
-    rows: list[dict[str, Any]] = []
-
-    def append(block: np.ndarray, recs: list[dict[str, Any]], first: int) -> None:
-        base = frames.shape[0]
-        frames.resize(base + block.shape[0], axis=0)
-        frames[base:] = block
-        for r in recs:
-            r = dict(r)
-            r["offset"] = base + (r["offset"] - first)
-            rows.append(r)
-
-    if old is not None:
-        kept = [r for r in _read_table(old["clips"]) if r.path not in newest]
-        for start, stop, group in _runs(kept):
-            append(old["frames"][start:stop], [_record_row(r) for r in group], start)
-    for b, (meta, npz) in enumerate(batches):
-        data = npz["frames"]
+    frames = _new_frames(grp, n_mels)
+    rows = _kept_rows(frames, old, set(newest)) if old is not None else []
+    for b, (meta, data) in enumerate(batches):
         offset = 0
         recs = []
         for i, row in enumerate(meta["records"]):
@@ -689,19 +983,10 @@ def _write_feature_set(
             if newest[row["path"]] == (b, i):
                 recs.append(row)
         if len(recs) == len(meta["records"]):
-            append(data, recs, 0)
+            base = _append(frames, data)
+            rows += [dict(r, offset=base + r["offset"]) for r in recs]
         else:  # a later batch re-did some clips: copy only the latest versions
             for r in recs:
-                append(data[r["offset"] : r["offset"] + r["n_frames"]], [r], r["offset"])
-
-    table = grp.create_group("clips")
-    for name in COLUMNS:
-        values = [r[name] for r in rows]
-        if name in _STR:
-            table.create_dataset(
-                name, data=np.array(values, dtype=object), dtype=h5py.string_dtype()
-            )
-        elif name in _INT:
-            table.create_dataset(name, data=np.array(values, dtype=np.int64))
-        else:
-            table.create_dataset(name, data=np.array(values, dtype=np.float64))
+                base = _append(frames, data[r["offset"] : r["offset"] + r["n_frames"]])
+                rows.append(dict(r, offset=base))
+    _write_table(grp, rows)

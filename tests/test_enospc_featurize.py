@@ -8,6 +8,7 @@ the HDF5 writing raises ENOSPC as h5py does. A re-run with the fault gone must f
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,23 +35,28 @@ pytestmark = pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /d
 
 def fill_disk_after(monkeypatch: pytest.MonkeyPatch, good: int, commit_fails: bool) -> list[int]:
     """From the ``good + 1``-th journal batch on, writes fail with ENOSPC; with
-    ``commit_fails`` the commit (a new HDF5 file) fails too. Returns the batch sizes written."""
-    save = store_module._save_batch
+    ``commit_fails`` the commit (a new HDF5 file) fails too. Returns the batch sizes written.
+
+    A batch is in the journal once its JSON is written (whoever wrote its frames), so that is
+    the write that fails.
+    """
+    save = store_module._save_meta
     written: list[int] = []
 
-    def full_after(path: Path, frames: np.ndarray, meta: str) -> None:
+    def full_after(path: Path, meta: str) -> None:
         if len(written) >= good:
-            save(Path("/dev/full"), frames, meta)  # raises OSError(ENOSPC)
-        save(path, frames, meta)
-        written.append(len(frames))
+            with open("/dev/full", "w") as fh:  # raises OSError(ENOSPC) when flushed
+                fh.write(meta)
+        save(path, meta)
+        written.append(len(json.loads(meta)["records"]))
 
-    monkeypatch.setattr(store_module, "_save_batch", full_after)
+    monkeypatch.setattr(store_module, "_save_meta", full_after)
     if commit_fails:
 
         def no_room(*args: object) -> None:
             raise OSError(errno.ENOSPC, "Can't write data (file write failed: errno = 28)")
 
-        monkeypatch.setattr(store_module, "_write_feature_set", no_room)
+        monkeypatch.setattr(store_module, "_write_table", no_room)  # merged or staged
     return written
 
 
@@ -112,7 +118,7 @@ def test_full_disk_during_the_commit_leaves_the_old_store_and_the_journal(
     with pytest.warns(UserWarning, match="not merged yet"):
         after = contents(path)
     assert after.keys() == before.keys()
-    assert len(list((tmp_path / "f.h5.journal").glob("*.npz"))) == GOOD
+    assert len(list((tmp_path / "f.h5.journal").glob("*.json"))) == GOOD
     again = featurize([data], FS, path, batch_clips=BATCH)
     assert again.new == 10 - GOOD * BATCH and again.cached == 10 + GOOD * BATCH
     assert len(contents(path)) == 20

@@ -96,15 +96,21 @@ def test_a_task_batches_equal_length_clips_and_keeps_the_order(tmp_path):
         files.append(write_clip(d / f"section_00_source_train_normal_{i:04d}.wav", seconds, seed=i))
     (d / "section_00_source_train_normal_0099.wav").write_text("not audio")
     files.insert(2, d / "section_00_source_train_normal_0099.wav")
-    out = featurize_module._compute([str(f) for f in files], FS.model_dump_json())
+    frames_path = tmp_path / "batch.npy"
+    out = featurize_module._compute([str(f) for f in files], FS.model_dump_json(), str(frames_path))
     assert [path for path, _, _ in out] == [str(f) for f in files]
     assert isinstance(out[2][2], str) and "not a readable audio file" in out[2][2]
-    for f, (_, facts, x) in zip(files, out, strict=True):
-        if isinstance(x, str):
+    frames = np.load(frames_path)  # (frames, n_mels): the readable clips one after another
+    start = 0
+    for f, (_, facts, n) in zip(files, out, strict=True):
+        if isinstance(n, str):
             continue
         alone = logmel(read_audio(f, FS.sample_rate).samples, FS)  # one clip, no batch
-        np.testing.assert_array_equal(x, alone)
+        assert n == alone.shape[1]
+        np.testing.assert_array_equal(frames[start : start + n].T, alone)
+        start += n
         assert facts["duration"] == sf.info(f).duration
+    assert start == len(frames)
 
 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
@@ -183,7 +189,7 @@ def test_machine_without_test_folder_is_a_warning(tmp_path):
 
 def _batches(store):
     journal = store.with_name(store.name + ".journal")
-    return len(list(journal.glob("*.npz"))) if journal.is_dir() else 0
+    return len(list(journal.glob("*.json"))) if journal.is_dir() else 0
 
 
 @pytest.mark.slow

@@ -371,7 +371,7 @@ def test_kill_9_during_train_leaves_an_incomplete_run_and_the_store_intact(tmp_p
 
 def _journal_batches(store: Path) -> int:
     journal = store.with_name(store.name + ".journal")
-    return len(list(journal.glob("*.npz"))) if journal.is_dir() else 0
+    return len(list(journal.glob("*.json"))) if journal.is_dir() else 0
 
 
 @pytest.mark.slow

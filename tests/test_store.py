@@ -1,5 +1,7 @@
 """The HDF5 store: layout, caching keys, atomic commits, journal recovery, locking, bad files."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -192,11 +194,120 @@ def test_batches_are_bounded_in_bytes_and_a_long_clip_still_fits(tmp_path, monke
     w = StoreWriter(path, "k", SETTINGS, batch_clips=100).__enter__()
     for i, n in enumerate(lengths):
         w.add(rec(i, n), feats(i, n))
-    journal = sorted((tmp_path / "f.h5.journal").glob("*.npz"))
-    assert [len(np.load(b)["frames"]) for b in journal] == [8, 4, 15]  # 4+4, 4, 15; 3+4 queued
+    journal = sorted((tmp_path / "f.h5.journal").glob("*.npy"))
+    assert [len(np.load(b)) for b in journal] == [8, 4, 15]  # 4+4, 4, 15; 3+4 queued
     w.__exit__(None, None, None)
     store = FeatureStore(path)
     clips = store.clips("k")
     assert [c.n_frames for c in clips] == lengths
     for c, x in zip(clips, store.load("k", clips), strict=True):
         np.testing.assert_array_equal(x, feats(int(c.name[1:-4]), c.n_frames))
+
+
+def _snapshot(path):
+    """Every feature set's clip table and features, as plain values."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        keys = list(f["features"])
+    store = FeatureStore(path)
+    for key in keys:
+        clips = store.clips(key)
+        out[key] = {
+            c.path: (c.n_frames, c.size, c.attributes, x.tolist())
+            for c, x in zip(clips, store.load(key, clips), strict=True)
+        }
+    return out
+
+
+def _build(path, *, stage: bool, monkeypatch):
+    """Two commits into ``path``: the second supersedes a clip, adds one, and leaves another
+    feature set alone; with ``stage`` False the second commit merges the journal instead."""
+    with StoreWriter(path, "k1", SETTINGS, batch_clips=2) as w:
+        for i, n in enumerate([3, 5, 2]):
+            w.add(rec(i, n), feats(i, n))
+    with StoreWriter(path, "k2", SETTINGS) as w:
+        w.add(rec(9, 4), feats(9, 4))
+    with monkeypatch.context() as m:
+        if not stage:
+            m.setattr(StoreWriter, "_room_to_stage", lambda self, nbytes: False)
+        with StoreWriter(path, "k1", SETTINGS, batch_clips=1) as w:
+            w.add(rec(1, 6), feats(7, 6))  # c1 again, other features
+            w.add(rec(3, 1), feats(3, 1))
+            assert isinstance(w._staging, store_module._Staging) is stage
+
+
+def test_a_staged_commit_equals_merging_the_journal(tmp_path, monkeypatch):
+    staged, merged = tmp_path / "staged.h5", tmp_path / "merged.h5"
+    _build(staged, stage=True, monkeypatch=monkeypatch)
+    _build(merged, stage=False, monkeypatch=monkeypatch)
+    a, b = _snapshot(staged), _snapshot(merged)
+    assert a == b
+    assert a["k1"]["/d/fan/train/c1.wav"][3] == feats(7, 6).tolist()  # the newer version
+    assert set(a["k1"]) == {f"/d/fan/train/c{i}.wav" for i in range(4)} and len(a["k2"]) == 1
+    assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob("*.journal"))
+
+
+def test_batches_of_frames_written_elsewhere_are_adopted_and_orphans_removed(tmp_path):
+    path = tmp_path / "f.h5"
+    with StoreWriter(path, "k", SETTINGS) as w:
+        frames_path = w.reserve_batch()  # as a worker process does
+        store_module.save_frames(frames_path, np.concatenate([feats(0, 3).T, feats(1, 2).T]))
+        w.adopt_batch(frames_path, [rec(0, 3), rec(1, 2)])
+        orphan = w.reserve_batch()  # a task whose results never came back
+        store_module.save_frames(orphan, feats(2, 2).T.copy())
+        wrong = w.reserve_batch()
+        store_module.save_frames(wrong, feats(5, 2).T.copy())
+        with pytest.raises(ValueError, match="not the records"):
+            w.adopt_batch(wrong, [rec(5, 9)])  # frames that do not fit the records
+    store = FeatureStore(path)
+    clips = store.clips("k")
+    assert [c.name for c in clips] == ["c0.wav", "c1.wav"]
+    for c, x in zip(clips, store.load("k", clips), strict=True):
+        np.testing.assert_array_equal(x, feats(int(c.name[1]), c.n_frames))
+    assert orphan.exists()  # no batch JSON: not part of the store ...
+    with StoreWriter(path, "k", SETTINGS):
+        pass
+    assert not orphan.exists()  # ... and the next writer removes it
+
+
+def test_a_journal_left_by_asd_0_2_is_still_merged(tmp_path):
+    """Batches were one .npz archive (frames and JSON) before 0.3."""
+    path = tmp_path / "f.h5"
+    with StoreWriter(path, "k", SETTINGS) as w:
+        w.add(rec(0, 3), feats(0, 3))
+    jdir = tmp_path / "f.h5.journal"
+    jdir.mkdir()
+    row = store_module._record_row(rec(1, 2))
+    meta = {"key": "k", "settings": json.dumps(SETTINGS, sort_keys=True), "records": [row]}
+    with open(jdir / "00000000000000000001-1-000001.npz", "wb") as fh:
+        np.savez(fh, frames=feats(1, 2).T, meta=np.array(json.dumps(meta)))
+    with pytest.warns(UserWarning, match="1 batch"):
+        FeatureStore(path)
+    with StoreWriter(path, "k", SETTINGS):
+        pass
+    store = FeatureStore(path)
+    clips = store.clips("k")
+    assert [c.name for c in clips] == ["c0.wav", "c1.wav"]
+    np.testing.assert_array_equal(store.load("k", clips)[1], feats(1, 2))
+    assert not jdir.exists()
+
+
+def test_stored_clips_read_on_access_what_load_reads(tmp_path):
+    path = tmp_path / "f.h5"
+    with StoreWriter(path, "k", SETTINGS) as w:
+        for i, n in enumerate([3, 5, 2]):
+            w.add(rec(i, n), feats(i, n))
+    store = FeatureStore(path)
+    clips = store.clips("k")
+    with store.lazy("k", clips[::-1]) as lazy:
+        assert len(lazy) == 3 and lazy.lengths.tolist() == [2, 5, 3]
+        for x, y in zip(lazy, store.load("k", clips[::-1]), strict=True):
+            np.testing.assert_array_equal(x, y)
+            assert x.flags.c_contiguous and x.dtype == np.float32
+        np.testing.assert_array_equal(lazy.window(1, 1, 3), feats(1, 5)[:, 1:4])
+        with pytest.raises(IndexError):
+            lazy.window(1, 3, 3)
+    with StoreWriter(path, "k", SETTINGS) as w:  # rewritten: a new generation
+        w.add(rec(4, 1), feats(4, 1))
+    with pytest.raises(StoreError, match="rewritten"):
+        store.lazy("k", clips)[0]
