@@ -16,9 +16,8 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -158,10 +157,9 @@ def duplicate_warnings(
     """
     folders: dict[tuple[str, str, str], list[str]] = {}
     for p in sorted(paths):
-        info = parse(PurePath(p))
-        folders.setdefault((info.machine, info.split, info.name), []).append(
-            str(PurePath(p).parent)
-        )
+        pure = PurePath(p)
+        info = parse(pure)
+        folders.setdefault((info.machine, info.split, info.name), []).append(str(pure.parent))
     by_pair: dict[tuple[str, str, str, str], list[str]] = {}
     for (machine, split, name), dirs in folders.items():
         if len(dirs) > 1:
@@ -280,6 +278,13 @@ def _compute(files: Sequence[str], settings_json: str, frames_path: str) -> list
     Writing the frames here, not returning them, keeps 160 KB per 10-s clip out of the pipe
     between processes and spreads the store's writing over every worker.
     """
+    return _compute_frames(files, settings_json, frames_path)[0]
+
+
+def _compute_frames(
+    files: Sequence[str], settings_json: str, frames_path: str
+) -> tuple[list[Result], np.ndarray | None]:
+    """:func:`_compute`, also returning the frames it saved (None: no readable file)."""
     fs = FeatureSettings.model_validate_json(settings_json)
     out: list[Result] = []
     blocks: list[np.ndarray] = []  # (frames, n_mels) views, in file order
@@ -308,9 +313,13 @@ def _compute(files: Sequence[str], settings_json: str, frames_path: str) -> list
         batch.append(clip.samples)
     if batch:
         run_batch()
-    if blocks:
-        save_frames(Path(frames_path), np.concatenate(blocks))
-    return out
+    if not blocks:
+        return out, None
+    # Into a C-ordered array: concatenating transposed views would give a Fortran-ordered one.
+    frames = np.empty((sum(len(b) for b in blocks), fs.n_mels), dtype=np.float32)
+    np.concatenate(blocks, out=frames)
+    save_frames(Path(frames_path), frames)
+    return out, frames
 
 
 def _init_worker() -> None:
@@ -329,8 +338,9 @@ def _ready() -> None:
 
 def _results(
     tasks: list[list[str]], settings_json: str, workers: int, reserve: Callable[[], Path]
-) -> Generator[tuple[Path, list[Result]], None, None]:
-    """Every task's ``(frames file, results)``, in task order, computed by ``workers``
+) -> Generator[tuple[Path, list[Result], np.ndarray | None], None, None]:
+    """Every task's ``(frames file, results, frames if computed here)``, in task order, computed
+    by ``workers``
     processes: this one and ``workers - 1`` helpers; ``reserve()`` names each task's frames
     file when the task is handed out.
 
@@ -339,22 +349,30 @@ def _results(
     task itself instead of waiting: it is never idle, and a helper's start-up costs nothing.
     """
 
-    def own(task: list[str]) -> tuple[Path, list[Result]]:
+    def own(task: list[str]) -> tuple[Path, list[Result], np.ndarray | None]:
         path = reserve()
-        return path, _compute(task, settings_json, str(path))
+        return path, *_compute_frames(task, settings_json, str(path))
 
     if workers <= 1 or len(tasks) <= 1:
         for t in tasks:
             yield own(t)
         return
-    helpers = min(workers, len(tasks)) - 1  # no helper without a task to take
+    yield own(tasks[0])  # before starting helpers: the first clips come as soon as possible
+    tasks = tasks[1:]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    helpers = min(workers, len(tasks) + 1) - 1  # no helper without a task to take
     # forkserver: helpers must not inherit this process's store lock or h5py state.
     ctx = get_context("forkserver")
     pool = ProcessPoolExecutor(helpers, mp_context=ctx, initializer=_init_worker)
     try:
         starting = [pool.submit(_ready) for _ in range(helpers)]
-        # In task order: a helper's (frames file, future), or a task computed here.
-        queue: deque[tuple[Path, Future[list[Result]]] | tuple[Path, list[Result]]] = deque()
+        # In task order: a helper's (frames file, future), or a task computed here (with its
+        # frames, still in memory).
+        queue: deque[
+            tuple[Path, Future[list[Result]]] | tuple[Path, list[Result], np.ndarray | None]
+        ] = deque()
         following = 0  # the next task to hand out
         while queue or following < len(tasks):
             if starting and all(f.done() for f in starting):
@@ -377,8 +395,10 @@ def _results(
                 continue
             assert head is not None
             queue.popleft()
-            path, result = head
-            yield path, result.result() if isinstance(result, Future) else result
+            if isinstance(head[1], Future):
+                yield head[0], head[1].result(), None  # the frames are in the file only
+            else:
+                yield head
     finally:
         # Not waiting: helpers still starting up (a short run) exit on their own. Frames of
         # tasks never adopted have no batch JSON: the next writer removes them.
@@ -508,7 +528,9 @@ def _add_clips(
     tasks = [todo[i : i + size] for i in range(0, len(todo), size)]
     results = _results(tasks, features.model_dump_json(), workers, writer.reserve_batch)
     try:
-        for frames_path, task in results:
+        for frames_path, task, frames in results:
+            if done == len(files) - len(todo):  # the benchmark's start-up: launch to this
+                log.debug("first %d clip(s) computed, time.time()=%.3f", len(task), time.time())
             with ctrl_c_held():  # a task's clips are added and counted whole, or not at all
                 records, failed = [], []
                 for path, facts, result in task:
@@ -527,7 +549,7 @@ def _add_clips(
                             **facts,
                         )
                     )
-                writer.adopt_batch(frames_path, records)
+                writer.adopt_batch(frames_path, records, frames)
                 for rec in records:
                     counts = summary.machines[rec.machine]
                     counts.clips += 1

@@ -17,7 +17,6 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as _PydanticSettingsError
@@ -203,6 +202,8 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _YamlLayer(settings_cls))
 
     def to_yaml(self) -> str:
+        import yaml  # here, not at the top: 15 ms of every command's start-up
+
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
@@ -291,6 +292,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"Config file {path} does not exist.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"Config file {path} cannot be read: {exc}") from None
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -452,6 +455,8 @@ def commented_yaml(settings: BaseModel, indent: int = 0) -> str:
             if indent == 0:
                 lines.append("")
         else:
+            import yaml
+
             dumped = yaml.safe_dump(values[name], default_flow_style=True, width=1000)
             lines.append(f"{pad}{name}: {dumped.removesuffix(chr(10)).removesuffix('...').strip()}")
     return "\n".join(lines)

@@ -421,7 +421,7 @@ def save_frames(path: Path, frames: np.ndarray) -> None:
     """A journal batch's frames, float32 ``(frames, n_mels)``, as a ``.npy`` file: written
     from the array in one call (no archive, no checksum) and memory-mapped back when merged."""
     with open(path, "wb") as fh:
-        np.save(fh, frames, allow_pickle=False)
+        np.save(fh, np.ascontiguousarray(frames, dtype=np.float32), allow_pickle=False)
 
 
 def _save_meta(path: Path, meta: str) -> None:
@@ -517,6 +517,7 @@ class StoreWriter:
         self.committed = 0
         # The next store file, filled as batches arrive (None: not started, False: given up).
         self._staging: _Staging | None | Literal[False] = None
+        self._read_buffer = np.empty(0, dtype=np.float32)
 
     # -- lock and lifecycle
     def __enter__(self) -> StoreWriter:
@@ -713,9 +714,12 @@ class StoreWriter:
         self._seq += 1
         return jdir / f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.npy"
 
-    def adopt_batch(self, frames_path: Path, records: Sequence[ClipRecord]) -> None:
-        """Add the clips whose frames another process wrote to ``frames_path`` (from
-        :meth:`reserve_batch`), one after another in the order of ``records``.
+    def adopt_batch(
+        self, frames_path: Path, records: Sequence[ClipRecord], frames: np.ndarray | None = None
+    ) -> None:
+        """Add the clips whose frames were written to ``frames_path`` (from
+        :meth:`reserve_batch`), one after another in the order of ``records``; ``frames``: the
+        same frames if the caller still has them (else they are read back).
 
         The batch is in the journal (it survives a crash) once this returns.
         """
@@ -723,7 +727,8 @@ class StoreWriter:
         if not rows:
             frames_path.unlink(missing_ok=True)
             return
-        frames = np.load(frames_path, mmap_mode="r", allow_pickle=False)
+        if frames is None:
+            frames = self._read_frames(frames_path)
         if frames.shape != (sum(r["n_frames"] for r in rows), self.n_mels):
             raise ValueError(f"{frames_path} holds {frames.shape} frames, not the records'")
         meta_path = frames_path.with_suffix(".json")
@@ -733,6 +738,25 @@ class StoreWriter:
             frames_path.unlink(missing_ok=True)  # not a batch without its JSON
             raise
         self._adopted(meta_path, rows, frames)
+
+    def _read_frames(self, path: Path) -> np.ndarray:
+        """A ``.npy`` of frames read into a buffer kept from call to call: neither a fresh
+        array nor a memory map, whose pages each fault in at first touch (as slow as the read)."""
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            if dtype != np.float32 or fortran or len(shape) != 2:
+                raise ValueError(f"{path} is not float32 (frames, n_mels)")
+            size = shape[0] * shape[1]
+            if self._read_buffer.size < size:
+                self._read_buffer = np.empty(size, dtype=np.float32)
+            out = self._read_buffer[:size]
+            if fh.readinto(out.data.cast("B")) != out.nbytes:
+                raise ValueError(f"{path} is truncated")
+        return out.reshape(shape)
 
     def _meta(self, rows: list[dict[str, Any]]) -> str:
         return json.dumps({"key": self.key, "settings": self.settings_json, "records": rows})

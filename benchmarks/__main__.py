@@ -186,12 +186,14 @@ def bench_librosa(root: Path) -> dict[str, Any]:
 
 def bench_parts(root: Path) -> dict[str, float]:
     """Milliseconds per clip, one process, as featurize does each step: decoding a WAV (one at
-    a time, dropped after), its log-mel, adding it to a store (journal and commit)."""
+    a time, dropped after), its log-mel, adding it to a store (a task's frames written to the
+    journal, the batch adopted and staged, the commit)."""
     from asdcli.audio import read_audio
     from asdcli.features import logmel
+    from asdcli.featurize import TASK_FILES
     from asdcli.naming import parse_path
     from asdcli.settings import FeatureSettings
-    from asdcli.store import ClipRecord, StoreWriter
+    from asdcli.store import ClipRecord, StoreWriter, save_frames
 
     fs = FeatureSettings()
     files = _wavs(root)
@@ -213,8 +215,10 @@ def bench_parts(root: Path) -> dict[str, float]:
     ]
     t0 = time.perf_counter()
     with StoreWriter(store, fs.key(), fs.model_dump(mode="json")) as writer:
-        for rec, x in zip(records, feats, strict=True):
-            writer.add(rec, np.ascontiguousarray(x.T).T)
+        for i in range(0, len(records), TASK_FILES):  # as featurize: a task's clips, one batch
+            frames_path = writer.reserve_batch()
+            save_frames(frames_path, np.concatenate([x.T for x in feats[i : i + TASK_FILES]]))
+            writer.adopt_batch(frames_path, records[i : i + TASK_FILES])
     write = time.perf_counter() - t0
     n = len(files) / 1000
     return {"decode_ms": decode / n, "logmel_ms": compute / n, "store_ms": write / n}
@@ -305,6 +309,70 @@ def bench_rss(root: Path) -> float:
     return int(done.stdout.strip().splitlines()[-1]) / 1024
 
 
+def bench_startup(clip: Path, runs: int = 5) -> dict[str, float]:
+    """``asd featurize`` on a folder of one clip, as a new process each time, best of ``runs``:
+    seconds from launch to the first clip computed (featurize's DEBUG log line says when), and
+    to the command's exit. With ``--workers 2`` the first clips are computed by the launching
+    process itself while helpers start, so this is the start-up of any worker count."""
+    folder = clip.parent.parent / "startup" / "fan" / "train"
+    _link(clip, folder / clip.name)
+    first, whole = [], []
+    for i in range(runs):
+        store = folder.parent.parent.parent / f"startup-{i}.h5"
+        store.unlink(missing_ok=True)
+        t0 = time.time()
+        done = subprocess.run(
+            [sys.executable, "-m", "asdcli", "--log-level", "DEBUG", "featurize",
+             str(folder.parent.parent), "--store", str(store), "--workers", "2"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        whole.append(time.time() - t0)
+        stamp = next(ln for ln in done.stderr.splitlines() if "first 1 clip(s) computed" in ln)
+        first.append(float(stamp.rsplit("time.time()=", 1)[1]) - t0)
+    return {"first_clip_s": min(first), "command_s": min(whole), "runs": runs}
+
+
+_TRAIN_RSS_CHILD = """
+import sys
+from asdcli.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+"""
+
+
+def bench_train_rss(unique: Path, out: Path, n_train: int, epochs: int) -> dict[str, float]:
+    """Peak RSS (MiB) of ``asd train emb-knn`` in a fresh process, on ``n_train`` training
+    clips (featurized first, in another process): emb-knn streams its training windows from
+    the store, so this should not grow with the number of clips."""
+    import h5py
+
+    data = _training_set(unique, out / "data", n_train)
+    store = out / "features.h5"
+    subprocess.run(
+        [sys.executable, "-m", "asdcli", "featurize", str(data), "--store", str(store)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _TRAIN_RSS_CHILD, "train", "emb-knn", "--store", str(store),
+         "--runs", str(out / "runs"), "--epochs", str(epochs), "--device", "cpu"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"asd train emb-knn failed:\n{done.stderr[-2000:]}")
+    with h5py.File(store, "r") as f:  # float32 frames of every clip, as a full load holds
+        (group,) = f["features"].values()
+        features_mib = group["frames"].nbytes / 2**20
+    return {
+        "train_clips": n_train,
+        "features_mib": features_mib,
+        "peak_rss_mib": int(done.stdout.strip().splitlines()[-1]) / 1024,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 # --------------------------------------------------------------------------- detectors
 
 
@@ -366,7 +434,10 @@ def bench_detectors(root: Path, n_latency: int, epochs: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 
 
-PARTS = ("featurize", "memory", "detectors")
+PARTS = ("featurize", "startup", "memory", "detectors")
+# Above this many cores busy with other work, timings and ratios are unreliable (a loaded
+# machine slows the references and asd differently): the results say so.
+LOAD_WARN_CORES = 0.2
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -433,12 +504,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             feat["parts_ms_per_clip"] = bench_parts(unique)
             results["featurize"] = feat
             results["store_options"] = bench_store_options(dev.parent / "bench-2.h5", n_unique)
+        if "startup" in parts:
+            console.print("start-up of `asd featurize` ...")
+            results["background_load_cores"]["startup"] = background_load()
+            results["startup"] = bench_startup(_wavs(unique)[0])
         if "memory" in parts:
             console.print("memory ...")
             results["memory_mib"] = {
                 f"featurize_{n}": bench_rss(_replicate(unique, tmp_path / f"rss{n}", n))
                 for n in (n_small, n_big)
             }
+            console.print("memory of `asd train emb-knn` ...")
+            results["train_rss"] = [
+                bench_train_rss(unique, tmp_path / f"train-rss{n}", n, 1)
+                for n in ((16, 64) if q else (250, 1000))
+            ]
         if "detectors" in parts:
             console.print("detectors ...")
             results["background_load_cores"]["detectors"] = background_load()
@@ -446,6 +526,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["detectors"] = bench_detectors(det_root, n_latency, epochs)
 
     results["peak_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["background_load_cores"]["end"] = background_load()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     _print(results)
     md = markdown(results)
@@ -511,8 +592,22 @@ def _table(title: str, columns: tuple[str, ...], rows: list[list[str]], caption:
     return table
 
 
+def load_warning(r: dict[str, Any]) -> str:
+    """A warning when any part ran beside other work (empty on an idle machine)."""
+    busy = {k: v for k, v in r["background_load_cores"].items() if v > LOAD_WARN_CORES}
+    if not busy:
+        return ""
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in busy.items())
+    return (
+        f"WARNING: background load above {LOAD_WARN_CORES} cores ({parts}): timings and ratios "
+        "are unreliable; README figures come only from idle runs."
+    )
+
+
 def _print(r: dict[str, Any]) -> None:
     load = r["background_load_cores"]
+    if load_warning(r):
+        console.print(f"[bold red]{load_warning(r)}[/]")
     if "featurize" in r:
         f = r["featurize"]
         console.print(
@@ -532,16 +627,37 @@ def _print(r: dict[str, Any]) -> None:
         ]  # fmt: skip
         columns = ("chunking, compression", "write ms/clip", "size vs raw", "read 1 clip ms")
         console.print(_table("Store options", columns, rows))
+    if "startup" in r:
+        console.print(_startup_line(r))
     if "memory_mib" in r:
         mem = r["memory_mib"]
         columns = tuple(k.replace("featurize_", "") + " clips" for k in mem)
         rows = [[f"{v:.0f}" for v in mem.values()]]
         console.print(_table("Peak RSS of featurize, 1 worker (MiB)", columns, rows))
+        console.print(_train_rss_line(r))
     if "detectors" in r:
         caption = f"background load: {load['detectors']:.1f} cores busy"
         console.print(
             _table("Detectors (latency on one core)", DETECTOR_COLUMNS, _detector_rows(r), caption)
         )
+
+
+def _startup_line(r: dict[str, Any]) -> str:
+    s = r["startup"]
+    return (
+        f"Start-up of `asd featurize --workers 2`, new process, best of {s['runs']}: launch to "
+        f"the first clip computed {s['first_clip_s']:.2f} s (whole command on one clip "
+        f"{s['command_s']:.2f} s)."
+    )
+
+
+def _train_rss_line(r: dict[str, Any]) -> str:
+    rows = "; ".join(
+        f"{t['train_clips']} clips ({t['features_mib']:.0f} MiB of features): "
+        f"{t['peak_rss_mib']:.0f} MiB"
+        for t in r["train_rss"]
+    )
+    return f"Peak RSS of `asd train emb-knn --epochs 1` (streams from the store): {rows}."
 
 
 def _md(columns: tuple[str, ...], rows: list[list[str]]) -> str:
@@ -554,6 +670,8 @@ def markdown(r: dict[str, Any]) -> str:
     """The README's tables, from one run's results."""
     out = []
     load = r["background_load_cores"]
+    if load_warning(r):
+        out.append(f"**{load_warning(r)}**\n")
     if "featurize" in r:
         f = r["featurize"]
         out.append(
@@ -569,11 +687,14 @@ def markdown(r: dict[str, Any]) -> str:
             f"\nCPU per clip, 1 worker: featurize {cpu_1:.2f} ms, compute floor {cpu_floor:.2f} ms "
             f"(floor/featurize {cpu_floor / cpu_1:.2f}, independent of the background load).\n"
         )
+    if "startup" in r:
+        out.append(f"\n{_startup_line(r)}\n")
     if "memory_mib" in r:
         mem = ", ".join(
             f"{k.replace('featurize_', '')} clips {v:.0f} MiB" for k, v in r["memory_mib"].items()
         )
         out.append(f"\nPeak RSS of featurize (1 worker): {mem}.\n")
+        out.append(f"\n{_train_rss_line(r)}\n")
     if "detectors" in r:
         out.append(
             f"\nDetectors: scoring latency per 10-s clip, WAV to score, one core "

@@ -134,3 +134,30 @@ def test_results_are_independent_across_calls_threads_and_shapes():
         results = list(pool.map(lambda x: logmel(x, fs), clips * 8))
     for got, want in zip(results, expected * 8, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_scipy_kernels_load_without_importing_scipy_and_match_its_public_api():
+    """featurize's start-up: the FFT and sparse product come from SciPy's extension modules,
+    without importing scipy.fft/scipy.sparse (0.25 s); the results are SciPy's."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from asdcli.features import kernels; print(kernels()[2]); "
+        "print(sorted(m for m in sys.modules if m in ('scipy.fft', 'scipy.sparse', 'scipy')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["scipy extension modules", "[]"]
+
+    import scipy.fft
+    import scipy.sparse
+
+    from asdcli.features import _csr, kernels
+
+    rfft, spmm, _ = kernels()
+    x = np.random.default_rng(3).standard_normal((2, 5, 64)).astype(np.float32)
+    np.testing.assert_array_equal(rfft(x), scipy.fft.rfft(x, axis=-1))
+    dense = np.where(np.random.default_rng(4).random((6, 33)) < 0.2, 1.5, 0.0).astype(np.float32)
+    dense[2] = 0.0  # an empty row
+    b = np.random.default_rng(5).random((33, 7)).astype(np.float32)
+    np.testing.assert_allclose(spmm(_csr(dense), b), scipy.sparse.csr_matrix(dense) @ b, rtol=1e-6)
