@@ -1,7 +1,8 @@
 """Training: one detector per machine type on the store's training clips, into a run folder.
 
-Only one machine type's features are in memory at a time, except for joint detectors
-(emb-knn), which learn from every machine type at once and then save one model per type.
+Only one machine type's features are in memory at a time. Joint detectors (emb-knn) learn
+from every machine type at once and then save one model per type; they read their clips from
+the store as they go (:meth:`FeatureStore.lazy`), so memory does not grow with the data set.
 Ctrl-C stops training, keeps the best weights of the machine in progress and marks the run
 ``incomplete``. Every file of the run is written through :class:`asdcli.runs.Run`; each machine
 type's model and threshold are recorded in the manifest (with their hashes) as soon as they are
@@ -228,7 +229,7 @@ def _stop(run: Run, reason: str) -> None:
 
 def _fit_one(
     det: Detector,
-    features: list[np.ndarray],
+    features: Sequence[np.ndarray],
     records: list[ClipRecord],
     machine: str,
     progress: TrainProgress | None,
@@ -255,8 +256,9 @@ def _fitted_models(
     """Yield ``(machine, fitted detector, its training clips, seconds)`` per machine type.
 
     A per-machine detector holds one machine type's features at a time. A joint one
-    (``cls.joint``, e.g. emb-knn) learns from every machine type at once, so it holds them all;
-    each machine type then gets its own share of the model (:meth:`Detector.restrict`).
+    (``cls.joint``, e.g. emb-knn) learns from every machine type at once from lazy clips
+    (:meth:`FeatureStore.lazy`; one that does not stream reads them into memory); each machine
+    type then gets its own share of the model (:meth:`Detector.restrict`).
     """
     if not cls.joint:
         for machine, records in records_of.items():
@@ -274,7 +276,8 @@ def _fitted_models(
     if progress:
         progress(JOINT, {"event": "start", "epochs": settings.train.epochs})
     t = time.perf_counter()
-    _fit_one(det, store.load(key, everything), everything, JOINT, progress)
+    with store.lazy(key, everything) as clips:
+        _fit_one(det, clips, everything, JOINT, progress)
     seconds = time.perf_counter() - t
     machine_of = np.array([r.machine for r in everything])
     for machine, records in records_of.items():

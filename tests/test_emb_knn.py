@@ -404,3 +404,37 @@ def test_each_window_is_transformed_as_its_target_class_says():
     assert (targets.argmax(dim=1) - labels).tolist() == [i % 5 for i in idx]
     shifts = torch.tensor([det._pretext.shifts[i % 5] for i in idx])
     torch.testing.assert_close(inputs, freq_shift(torch.from_numpy(ws.gather(idx)), shifts))
+
+
+def test_small_batch_norm_on_one_thread_matches_batch_norm():
+    from torch import nn
+
+    from asdcli.detectors.emb_knn.network import SmallBatchNorm2d
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the one-thread path is taken only with more threads
+    try:
+        x = torch.randn(6, 4, 10, 8).contiguous(memory_format=torch.channels_last) * 3 + 1
+        ref, small = nn.BatchNorm2d(4), SmallBatchNorm2d(4)
+        small.load_state_dict(ref.state_dict())
+        with torch.no_grad():
+            ref.weight.uniform_(0.5, 2)
+            small.weight.copy_(ref.weight)
+        xr, xs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        g = torch.randn_like(x)
+        ref(xr).backward(g)
+        out = small(xs)
+        out.backward(g)
+        torch.testing.assert_close(out, ref(x.clone()).detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(small.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(small.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-5)
+        # running statistics: one update each here; ref has had two (the extra forward above)
+        assert small.num_batches_tracked.item() == 1 and ref.num_batches_tracked.item() == 2
+        fresh = nn.BatchNorm2d(4)
+        fresh(x)
+        torch.testing.assert_close(small.running_mean, fresh.running_mean)
+        torch.testing.assert_close(small.running_var, fresh.running_var)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(threads)

@@ -59,3 +59,54 @@ def test_window_sets_know_which_input_clip_each_window_comes_from():
     assert WindowSet(clips, 4, 4).ids_of(np.array([4, 0])).tolist() == [2, 0]
     with pytest.raises(ValueError, match="3 clips but 2 ids"):
         WindowSet(clips, 4, 4, ids=np.array([0, 1]))
+
+
+def test_dropout_keeps_1_minus_p_scaled_is_seeded_and_off_in_eval():
+    import torch
+
+    from asdcli.detectors.torch_base import Dropout
+
+    drop = Dropout(0.2).train()
+    x = torch.ones(64, 8, 32, 16).contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(3)
+    a = drop(x)
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), a)  # torch's seed fixes the mask
+    assert not torch.equal(drop(x), a)  # and each call draws a new one
+    kept = a != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.01
+    np.testing.assert_allclose(a[kept].numpy(), 65536 / round(0.8 * 65536), rtol=1e-6)
+    assert a.is_contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    torch.manual_seed(3)
+    drop(x).sum().backward()
+    assert x.grad is not None and torch.equal(x.grad, a.detach())  # d/dx (x * mask) = mask
+    assert torch.equal(drop.eval()(x), x) and dict(drop.state_dict()) == {}
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("name", ["conv-ae", "emb-knn"])
+def test_channels_last_models_save_contiguous_weights_and_load_to_the_same_scores(
+    name, tmp_path: Path
+):
+    import torch
+
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(size=(16, 40)).astype(np.float32) for _ in range(6)]
+    small = {"frames": 16, "channels": [4, 8]}
+    det = get_detector(name)(small, TrainParams(epochs=1, batch_size=8, device="cpu"))
+    clips = None
+    if name == "emb-knn":
+        from asdcli.naming import ClipInfo
+
+        clips = [ClipInfo(name="x.wav", machine=("fan", "pump")[i % 2]) for i in range(6)]
+    det.fit(feats, clips)
+    conv = next(p for p in det.module_.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    det.save(tmp_path / "m")
+    blob = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    assert all(t.is_contiguous() for t in blob["model"].values())  # as files were before
+    back = type(det).load(tmp_path / "m", device="cpu")
+    conv = next(p for p in back.module_.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(back.score(feats, clips), det.score(feats, clips))

@@ -154,6 +154,9 @@ class Detector(ABC):
     # True: fit once on every machine type's clips together (``clips`` say which is which),
     # then :meth:`restrict` gives each machine type its own model to save.
     joint: ClassVar[bool] = False
+    # True: fit and score take lazy clips (windows.LazyClips) as they are, reading a batch at a
+    # time; False: they are read into a list first.
+    streams: ClassVar[bool] = False
 
     n_mels_: int
     norm_mean_: np.ndarray
@@ -217,6 +220,8 @@ class Detector(ABC):
         ----------
         features
             One ``(n_mels, frames)`` log-mel array per clip; ``frames`` may differ between clips.
+            Or lazy clips (:class:`~asdcli.detectors.windows.LazyClips`, e.g. a store's
+            ``StoredClips``): a detector that :attr:`streams` then reads a batch at a time.
         clips
             Metadata of each clip (only ``domain`` is used, by dcase-ae's Mahalanobis score);
             ``None`` means nothing is known.
@@ -309,14 +314,15 @@ class Detector(ABC):
 
     @abstractmethod
     def _fit(
-        self, features: list[np.ndarray], clips: list[ClipInfo], progress: Progress | None
+        self, features: Sequence[np.ndarray], clips: list[ClipInfo], progress: Progress | None
     ) -> np.ndarray:
         """Learn; set ``norm_mean_``, ``norm_std_``, ``n_params_`` (and ``history_``,
         ``interrupted_``); return the training clips' scores ``(n_clips,)``."""
 
     @abstractmethod
-    def _score(self, features: list[np.ndarray], clips: list[ClipInfo]) -> np.ndarray:
-        """Scores ``(n_clips,)`` of checked float32 ``(n_mels, frames)`` clips."""
+    def _score(self, features: Sequence[np.ndarray], clips: list[ClipInfo]) -> np.ndarray:
+        """Scores ``(n_clips,)`` of checked float32 ``(n_mels, frames)`` clips (a list, or
+        lazy clips where :attr:`streams`)."""
 
     @abstractmethod
     def _save_state(self, folder: Path) -> list[str]:
@@ -332,14 +338,35 @@ class Detector(ABC):
         if not hasattr(self, "train_scores_"):
             raise RuntimeError(f"this {self.name} detector is not fitted; call fit() or load()")
 
-    def _check_features(self, features: Sequence[np.ndarray], fitting: bool) -> list[np.ndarray]:
-        feats = [np.asarray(f, dtype=np.float32) for f in features]
-        if fitting and not feats:
+    def _check_features(
+        self, features: Sequence[np.ndarray], fitting: bool
+    ) -> Sequence[np.ndarray]:
+        """float32 clips, checked. A :class:`~asdcli.detectors.windows.LazyClips` stays lazy
+        for a detector that :attr:`streams` (each clip is read, checked and dropped); any
+        other input becomes a list."""
+        from asdcli.detectors.windows import LazyClips
+
+        lengths = None
+        if self.streams and isinstance(features, LazyClips):
+            lengths = np.asarray(features.lengths)
+            if lengths.shape != (len(features),):
+                raise ValueError(f"{len(features)} clips but {lengths.size} lengths")
+            checked: Sequence[np.ndarray] = features
+        else:
+            checked = [np.asarray(f, dtype=np.float32) for f in features]
+        if fitting and not checked:
             raise ValueError(f"{self.name}: no training clips")
-        n_mels = feats[0].shape[0] if fitting and feats[0].ndim == 2 else None
+        n_mels = None
         if not fitting:
             n_mels = self.n_mels_
-        for i, f in enumerate(feats):
+        elif checked[0].ndim == 2:
+            n_mels = checked[0].shape[0]
+        for i in range(len(checked)):
+            f = checked[i]
+            if lengths is not None and f.dtype != np.float32:
+                raise ValueError(f"clip {i} is {f.dtype}, not float32")
+            if lengths is not None and f.ndim == 2 and f.shape[1] != lengths[i]:
+                raise ValueError(f"clip {i} has {f.shape[1]} frames but {lengths[i]} in lengths")
             if f.ndim != 2:
                 raise ValueError(f"clip {i}: expected (n_mels, frames), got shape {f.shape}")
             if f.shape[0] != n_mels:
@@ -352,7 +379,7 @@ class Detector(ABC):
                 raise ValueError(f"clip {i} has no frames")
             if not np.isfinite(f).all():
                 raise ValueError(f"clip {i} holds NaN or infinite values")
-        return feats
+        return checked
 
     @staticmethod
     def _check_clips(clips: Sequence[ClipInfo] | None, n: int) -> list[ClipInfo]:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from asdcli.detectors.params import ConvAEParams
-from asdcli.detectors.torch_base import Autoencoder
+from asdcli.detectors.torch_base import Autoencoder, Dropout
 
 
 def _encoded_size(size: int, n_layers: int) -> int:
@@ -49,7 +49,7 @@ class ConvAutoencoderNet(nn.Module):
                 nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
                 nn.BatchNorm2d(c_out),
                 nn.LeakyReLU(0.2),
-                nn.Dropout(dropout),
+                Dropout(dropout),
             ]
         self.encoder = nn.Sequential(*enc)
         self.to_code = nn.Sequential(
@@ -65,7 +65,7 @@ class ConvAutoencoderNet(nn.Module):
                 nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
                 nn.BatchNorm2d(c_out),
                 nn.LeakyReLU(0.2),
-                nn.Dropout(dropout),
+                Dropout(dropout),
             ]
         dec.append(nn.ConvTranspose2d(back[-1], 1, 3, stride=2, padding=1, output_padding=1))
         self.decoder = nn.Sequential(*dec)
@@ -84,6 +84,7 @@ class ConvAutoencoder(Autoencoder):
     name: ClassVar[str] = "conv-ae"
     params_cls: ClassVar[type[ConvAEParams]] = ConvAEParams
     params: ConvAEParams
+    channels_last: ClassVar[bool] = True
 
     def _window(self) -> tuple[int, int]:
         return self.params.frames, self.params.hop or max(1, self.params.frames // 2)

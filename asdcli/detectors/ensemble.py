@@ -26,6 +26,7 @@ the members were trained on the same clips (same count), else the members' score
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -133,7 +134,9 @@ class EnsembleDetector(Detector):
         w = np.ones(n) if self.params.weights is None else np.asarray(self.params.weights, float)
         return np.asarray(w / w.sum())
 
-    def _member(self, member: str, features: list[np.ndarray], clips: list[ClipInfo]) -> Detector:
+    def _member(
+        self, member: str, features: Sequence[np.ndarray], clips: list[ClipInfo]
+    ) -> Detector:
         from asdcli.detectors import get_detector, load_detector
 
         if not is_run_folder(Path(member)):
@@ -151,7 +154,7 @@ class EnsembleDetector(Detector):
         return load_detector(folder, device=self.train.device)
 
     def _fit(
-        self, features: list[np.ndarray], clips: list[ClipInfo], progress: Progress | None
+        self, features: Sequence[np.ndarray], clips: list[ClipInfo], progress: Progress | None
     ) -> np.ndarray:
         _check(self.params)
         self.members_ = [self._member(m, features, clips) for m in self.params.members]
@@ -181,11 +184,11 @@ class EnsembleDetector(Detector):
         ]
         return np.tensordot(self._weights(), np.stack(z), axes=1)
 
-    def _score(self, features: list[np.ndarray], clips: list[ClipInfo]) -> np.ndarray:
+    def _score(self, features: Sequence[np.ndarray], clips: list[ClipInfo]) -> np.ndarray:
         return self._combine([m.score(features, clips) for m in self.members_])
 
     def member_scores(
-        self, features: list[np.ndarray], clips: list[ClipInfo] | None = None
+        self, features: Sequence[np.ndarray], clips: list[ClipInfo] | None = None
     ) -> np.ndarray:
         """Each member's raw scores ``(n_members, n_clips)`` (for inspecting an ensemble)."""
         self._check_fitted()

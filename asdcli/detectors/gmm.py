@@ -24,6 +24,7 @@ after fitting and after loading alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -35,7 +36,7 @@ from asdcli.detectors.sklearn_base import SklearnDetector, expect_shape
 from asdcli.detectors.windows import pool_mean_std
 
 
-def pool_clips(features: list[np.ndarray], pooling: str) -> np.ndarray:
+def pool_clips(features: Sequence[np.ndarray], pooling: str) -> np.ndarray:
     """``n_clips x (n_mels, frames)`` -> ``(n_clips, 2 * n_mels)`` for ``"mean_std"`` or
     ``(n_clips, 3 * n_mels)`` for ``"mean_std_max"`` (mean, std, max of each band), float64."""
     pooled = pool_mean_std(features)
@@ -165,5 +166,5 @@ class GMMDetector(SklearnDetector):
         self.means_ = expect_shape("means", arrays["means"], (k, d)).astype(np.float64)
         self.precisions_cholesky_ = prec.astype(np.float64)
 
-    def _pool(self, features: list[np.ndarray]) -> np.ndarray:
+    def _pool(self, features: Sequence[np.ndarray]) -> np.ndarray:
         return pool_clips(features, self.params.pooling)

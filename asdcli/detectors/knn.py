@@ -37,7 +37,7 @@ _ORDER = ("mean", "std", "max")
 _GLOBAL = "*"  # the bank key of clips whose section was never trained on
 
 
-def pool_stats(features: list[np.ndarray], pooling: Sequence[str]) -> np.ndarray:
+def pool_stats(features: Sequence[np.ndarray], pooling: Sequence[str]) -> np.ndarray:
     """``n_clips x (n_mels, frames)`` -> ``(n_clips, len(pooling) * n_mels)`` float64, the
     statistics in the fixed order mean, std, max (whatever order ``pooling`` lists them in)."""
     wanted = [s for s in _ORDER if s in pooling]
@@ -103,7 +103,7 @@ class KNNDetector(Detector):
         return out
 
     def _fit(
-        self, features: list[np.ndarray], clips: list[ClipInfo], progress: Progress | None
+        self, features: Sequence[np.ndarray], clips: list[ClipInfo], progress: Progress | None
     ) -> np.ndarray:
         if len(features) < 2:
             raise ValueError(f"knn needs at least 2 training clips, got {len(features)}")
@@ -163,7 +163,7 @@ class KNNDetector(Detector):
             scores[bad] = knn_distance(d, self.params.k)
         return scores
 
-    def _score(self, features: list[np.ndarray], clips: list[ClipInfo]) -> np.ndarray:
+    def _score(self, features: Sequence[np.ndarray], clips: list[ClipInfo]) -> np.ndarray:
         sections = [c.section for c in clips]
         z = self._standardise(pool_stats(features, self.params.pooling), sections)
         return self._distances(z, sections)

@@ -29,7 +29,7 @@ import io
 import zipfile
 import zlib
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -152,18 +152,18 @@ class SklearnDetector(Detector):
         """Length of the pooled vector (of the normalisation statistics)."""
         return int(self.norm_mean_.shape[0])
 
-    def _pool(self, features: list[np.ndarray]) -> np.ndarray:
+    def _pool(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """``n_clips x (n_mels, frames)`` -> pooled ``(n_clips, dim)`` float64 (default: the
         per-band mean and std over time, ``dim = 2 * n_mels``)."""
         return pool_mean_std(features)
 
-    def _vectors(self, features: list[np.ndarray]) -> np.ndarray:
+    def _vectors(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """``n_clips x (n_mels, frames)`` -> standardised pooled vectors ``(n_clips, dim)``."""
         z: np.ndarray = (self._pool(features) - self.norm_mean_) / self.norm_std_
         return z
 
     def _fit(
-        self, features: list[np.ndarray], clips: list[ClipInfo], progress: Progress | None
+        self, features: Sequence[np.ndarray], clips: list[ClipInfo], progress: Progress | None
     ) -> np.ndarray:
         if len(features) < self.min_train_clips:
             raise ValueError(
@@ -176,7 +176,7 @@ class SklearnDetector(Detector):
         self.norm_std_ = np.maximum(pooled.std(axis=0), STD_FLOOR).astype(np.float32)
         return anomaly_scores(self._fit_vectors(self._vectors(features)))
 
-    def _score(self, features: list[np.ndarray], clips: list[ClipInfo]) -> np.ndarray:
+    def _score(self, features: Sequence[np.ndarray], clips: list[ClipInfo]) -> np.ndarray:
         return anomaly_scores(self._normality(self._vectors(features)))
 
     def _save_state(self, folder: Path) -> list[str]:

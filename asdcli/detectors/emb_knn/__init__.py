@@ -84,6 +84,7 @@ class EmbKNNDetector(TorchDetector):
         "freq_mask": 8,
     }
     saved_arrays: ClassVar[tuple[str, ...]] = ("bank_", "bank_group_", "bank_scale_")
+    channels_last: ClassVar[bool] = True
 
     classes_: list[str]
     bank_: np.ndarray
