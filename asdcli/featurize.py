@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 # helper) is small, while the processes stay balanced and little is in flight.
 TASK_FILES = 32
 # Tasks handed out ahead per helper (enough that it does not run dry while this process computes
-# a task of its own or writes), and tasks this process may compute ahead of a helper's late one:
-# results waiting to be written stay bounded (featurize streams: its memory does not grow with
-# the number of clips).
-TASKS_AHEAD = 4
+# a task of its own or writes; more would leave this process idle at the end, waiting for the
+# helpers' queues), and tasks this process may compute ahead of a helper's late one: results
+# waiting to be written stay bounded (featurize streams: its memory does not grow with the
+# number of clips).
+TASKS_AHEAD = 2
 OWN_AHEAD = 4
 # Equal-length clips are batched into one log-mel call up to this many samples. Measured on the
 # benchmark machine (2-core EPYC, 1 MiB L2 per core): one 10-s clip per call is fastest (its
