@@ -10,6 +10,8 @@ directory when it exists. Nested keys use ``__`` in the environment: ``ASD_TRAIN
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import os
@@ -228,10 +230,16 @@ def default_value(dotted: str) -> Any:
 
     The CLI shows these in its help, so the help and the settings model cannot disagree.
     """
-    defaults = _flatten(Settings.model_construct().model_dump(mode="json"))
+    defaults = _defaults()
     if dotted not in defaults:
         raise KeyError(dotted)
-    return defaults[dotted]
+    return copy.deepcopy(defaults[dotted])
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict[str, Any]:
+    # Once per process: the CLI asks for ~90 defaults while it builds its commands.
+    return _flatten(Settings.model_construct().model_dump(mode="json"))
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
