@@ -146,7 +146,9 @@ class FeaturizeSettings(Section):
     workers: int = Field(1, ge=0, description="Worker processes; 0 = one per CPU core.")
     strict: bool = Field(False, description="Stop on the first unreadable file.")
     batch_clips: int = Field(
-        256, ge=1, description="Clips per journal batch: a crash loses at most this much work."
+        256,
+        ge=1,
+        description="Most clips per journal batch (a task holds up to 32): what a crash can lose.",
     )
 
 
