@@ -529,8 +529,8 @@ def _add_clips(
     tasks = [todo[i : i + size] for i in range(0, len(todo), size)]
     results = _results(tasks, features.model_dump_json(), workers, writer.reserve_batch)
     try:
-        for frames_path, task, frames in results:
-            if done == len(files) - len(todo):  # the benchmark's start-up: launch to this
+        for n_done, (frames_path, task, frames) in enumerate(results):
+            if n_done == 0:  # the benchmark's start-up: launch to this
                 log.debug("first %d clip(s) computed, time.time()=%.3f", len(task), time.time())
             with ctrl_c_held():  # a task's clips are added and counted whole, or not at all
                 records, failed = [], []

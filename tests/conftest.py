@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import soundfile as sf
+
+if TYPE_CHECKING:
+    from asdcli.settings import Settings
 
 
 def write_clip(path: Path, seconds: float = 1.0, sr: int = 16000, seed: int = 0, **kw) -> Path:
@@ -43,6 +47,24 @@ def make_dataset(
             )
             seed += 1
     return root
+
+
+def tiny_emb_knn_settings(tmp_path: Path) -> Settings:
+    """Settings for a quick emb-knn run in ``tmp_path``: 32 mels, 2 epochs, a small network."""
+    from asdcli.settings import load_settings
+
+    settings, _ = load_settings(
+        None,
+        {
+            "paths.store": tmp_path / "f.h5",
+            "paths.runs": tmp_path / "runs",
+            "features.n_mels": 32,
+            "train.epochs": 2,
+            "detectors.emb_knn.frames": 16,
+            "detectors.emb_knn.channels": [4, 8],
+        },
+    )
+    return settings
 
 
 @pytest.fixture

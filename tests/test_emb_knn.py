@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_emb_knn_settings
 
 from asdcli.detectors.emb_knn import EmbKNNDetector
 from asdcli.detectors.emb_knn.heads import ArcFaceHead, SubClusterAdaCosHead
@@ -18,7 +19,6 @@ from asdcli.detectors.params import TrainParams
 from asdcli.detectors.windows import WindowSet
 from asdcli.featurize import featurize
 from asdcli.naming import ClipInfo
-from asdcli.settings import load_settings
 from asdcli.train import train
 
 N_MELS = 16
@@ -199,17 +199,7 @@ def test_emb_knn_default_augmentation_is_on_and_can_be_turned_off():
 
 
 def test_joint_training_writes_one_model_per_machine(dataset, tmp_path):
-    settings, _ = load_settings(
-        None,
-        {
-            "paths.store": tmp_path / "f.h5",
-            "paths.runs": tmp_path / "runs",
-            "features.n_mels": 32,
-            "train.epochs": 2,
-            "detectors.emb_knn.frames": 16,
-            "detectors.emb_knn.channels": [4, 8],
-        },
-    )
+    settings = tiny_emb_knn_settings(tmp_path)
     featurize([dataset], settings.features, settings.paths.store)
     events = []
     result = train(settings, "emb-knn", progress=lambda m, e: events.append((m, e.get("event"))))

@@ -9,13 +9,13 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_emb_knn_settings
 
 from asdcli.detectors import get_detector
 from asdcli.detectors.params import TrainParams
 from asdcli.detectors.windows import LazyClips, WindowSet
 from asdcli.featurize import featurize
 from asdcli.naming import ClipInfo
-from asdcli.settings import load_settings
 from asdcli.store import FeatureStore
 from asdcli.train import training_clips
 
@@ -156,17 +156,7 @@ def test_joint_training_streams_from_the_store_and_matches_a_fit_in_memory(
     from asdcli import train as train_module
     from asdcli.detectors.emb_knn import EmbKNNDetector
 
-    settings, _ = load_settings(
-        None,
-        {
-            "paths.store": tmp_path / "f.h5",
-            "paths.runs": tmp_path / "runs",
-            "features.n_mels": 32,
-            "train.epochs": 2,
-            "detectors.emb_knn.frames": 16,
-            "detectors.emb_knn.channels": [4, 8],
-        },
-    )
+    settings = tiny_emb_knn_settings(tmp_path)
     featurize([dataset], settings.features, settings.paths.store)
     seen = []
     real_fit = EmbKNNDetector.fit
