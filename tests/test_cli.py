@@ -132,3 +132,51 @@ def test_commands_are_registered_in_one_place():
         "demo",
         "config",
     }
+
+
+@pytest.mark.parametrize(
+    "argv, command",
+    [
+        (["featurize", "data"], "featurize"),
+        (["--log-level", "DEBUG", "train", "fc-ae"], "train"),
+        (["--log-level=INFO", "-c", "my.yaml", "score"], "score"),
+        (["--config=my.yaml", "config"], "config"),
+        (["-cmy.yaml", "demo"], "demo"),
+        (["--config", "featurize", "synth"], "synth"),  # a config file named like a command
+        (["--help"], None),
+        (["--log-level", "DEBUG"], None),
+        (["fetaurize", "data"], None),  # a typo: the full app says which commands exist
+        (["--bogus", "featurize"], None),
+        ([], None),
+    ],
+)
+def test_invoked_command_skips_the_root_options(argv, command):
+    from asdcli.cli import invoked_command
+
+    assert invoked_command(argv) == command
+
+
+def test_a_one_command_app_parses_and_helps_as_the_full_one():
+    """`main` runs the invoked command in an app of its own (a faster start): its help and
+    its usage errors are the full app's."""
+    from asdcli.cli import COMMANDS, build_app
+
+    for name in COMMANDS:
+        alone = build_app(name)
+        assert [c.name for c in alone.registered_commands] == [name]
+        for args in ([name, "--help"], [name, "--no-such-option"]):
+            want, got = runner.invoke(app, args), runner.invoke(alone, args)
+            assert (got.exit_code, got.output) == (want.exit_code, want.output), args
+
+
+def test_main_runs_the_command_and_maps_user_errors(tmp_path, capsys):
+    from asdcli.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--log-level", "INFO", "featurize", str(tmp_path / "missing")])
+    assert done.value.code == 2
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["fetaurize"])
+    assert done.value.code == 2
+    assert "featurize" in capsys.readouterr().err  # click's "did you mean"
