@@ -144,10 +144,11 @@ def test_scipy_kernels_load_without_importing_scipy_and_match_its_public_api():
 
     code = (
         "import sys; from asdcli.features import kernels; print(kernels()[2]); "
-        "print(sorted(m for m in sys.modules if m in ('scipy.fft', 'scipy.sparse', 'scipy')))"
+        "print(sorted(m for m in sys.modules if m in ('scipy.fft', 'scipy.sparse', 'scipy'))); "
+        "print(sorted(m for m in sys.modules if m in ('numpy.fft', 'numpy.random')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["scipy extension modules", "[]"]
+    assert out.stdout.splitlines() == ["scipy extension modules", "[]", "[]"]
 
     import scipy.fft
     import scipy.sparse
@@ -161,3 +162,18 @@ def test_scipy_kernels_load_without_importing_scipy_and_match_its_public_api():
     dense[2] = 0.0  # an empty row
     b = np.random.default_rng(5).random((33, 7)).astype(np.float32)
     np.testing.assert_allclose(spmm(_csr(dense), b), scipy.sparse.csr_matrix(dense) @ b, rtol=1e-6)
+
+
+def test_the_kernel_check_rejects_a_routine_that_disagrees():
+    """A SciPy whose private routines changed meaning falls back to its public API: the check
+    that decides it fails on a slightly wrong FFT or sparse product."""
+    from asdcli.features import _check, kernels
+
+    rfft, spmm, _ = kernels()
+    _check(rfft, spmm)  # the real ones pass
+    with pytest.raises(ValueError, match="pocketfft"):
+        _check(lambda x: rfft(x) * 1.001 + 1e-3, spmm)
+    with pytest.raises(ValueError, match="csr_matvecs"):
+        _check(rfft, lambda csr, x: spmm(csr, x) + 1e-3)
+    with pytest.raises(ValueError, match="pocketfft"):
+        _check(lambda x: rfft(x[:, ::-1].copy()), spmm)  # a transposed layout, not a scale
