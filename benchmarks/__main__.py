@@ -483,6 +483,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
+            "cpu": _cpu_model(),
             "platform": platform.platform(),
         },
         "quick": q,
@@ -697,10 +698,27 @@ def _md(columns: tuple[str, ...], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu_model() -> str:
+    """The processor's name as Linux reports it ("" elsewhere): runs on different hardware
+    differ by more than their noise, so each run says where it ran."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
+            )
+    except OSError:
+        return ""
+
+
 def markdown(r: dict[str, Any]) -> str:
     """The README's tables, from one run's results."""
     out = []
     load = r["background_load_cores"]
+    machine = r.get("machine", {})
+    if machine.get("cpu"):
+        out.append(
+            f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, Python {machine['python']}.\n"
+        )
     if load_warning(r):
         out.append(f"**{load_warning(r)}**\n")
     if "featurize" in r:
