@@ -304,8 +304,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"Config file {path} cannot be read: {exc}") from None
     import yaml
 
+    # libyaml's parser where PyYAML has it: the same safe subset, 10x faster (13 ms of the
+    # start-up for conf/config.yaml in pure Python).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
