@@ -180,3 +180,14 @@ def test_main_runs_the_command_and_maps_user_errors(tmp_path, capsys):
         main(["fetaurize"])
     assert done.value.code == 2
     assert "featurize" in capsys.readouterr().err  # click's "did you mean"
+
+
+def test_invoked_command_knows_every_root_option_that_takes_a_value():
+    """A root option added later must be added to the list that skips its value."""
+    import typer.main
+
+    from asdcli.cli import _ROOT_VALUED
+
+    group = typer.main.get_command(app)
+    valued = {o for p in group.params if not getattr(p, "is_flag", False) for o in p.opts}
+    assert valued == set(_ROOT_VALUED)
