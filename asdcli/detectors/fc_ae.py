@@ -9,11 +9,12 @@ weights stream from memory: a 10-s clip has only 9 crops. In float32 that is 155
 about 20 ms at the 8 GB/s that one core of the benchmark machine streams, and more through the
 plain BLAS product, which runs slower for so few rows. In eval mode the errors therefore come
 from :class:`_PackedNet`, the same network with each BatchNorm folded into its Linear layer and
-the weights pre-packed by oneDNN in half precision (float16: 78 MB, about 1.4x faster than
-packed float32 there). float16 keeps 11 significant bits: on synthetic fan and valve clips the
-scores agreed with the float32 module's to 6e-5 relative, in the same order. A batch whose
-values leave float16's range (above 65504) is recomputed by the float32 module; where oneDNN
-is missing or its check batch disagrees with the module, the module is used throughout.
+the weights pre-packed by oneDNN in half precision (float16: 78 MB; the network alone ran
+1.4x faster than packed float32 there). float16 keeps 11 significant bits: on synthetic fan
+and valve clips the scores agreed with the float32 module's to 6e-5 relative, in the same
+order. A batch whose values leave float16's range (above 65504) is recomputed by the float32
+module; where oneDNN is missing or its check batch disagrees with the module, the module is
+used throughout.
 """
 
 from __future__ import annotations
