@@ -504,16 +504,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             dev = _replicate(unique, tmp_path / "dev", n_dev)
             results["background_load_cores"]["featurize"] = background_load()
             console.print(
-                f"featurize: {n_dev} clips, 1 and 2 workers, and the compute floor, "
-                f"best of {args.repeat} interleaved runs ..."
+                f"featurize: {n_dev} clips, 1 and 2 workers, the compute floor, the whole "
+                f"command and the librosa reference, best of {args.repeat} interleaved runs ..."
             )
             runs: dict[str, list[dict[str, Any]]] = {}
-            for _ in range(args.repeat):  # interleaved: a change in background load hits all
+            # Interleaved, references included: on a shared machine the speed drifts by tens of
+            # percent within minutes, and a drift then hits asd and its references alike.
+            for _ in range(args.repeat):
                 for workers, floor in ((1, "floor_1_process"), (2, "floor_2_processes")):
                     runs.setdefault(floor, []).append(bench_floor(unique, workers))
                     runs.setdefault(f"workers_{workers}", []).append(
                         bench_featurize(dev, workers, seconds)
                     )
+                runs.setdefault("librosa_reference", []).append(bench_librosa(unique))
+                runs.setdefault("command_workers_2", []).append(bench_command(dev, 2))
             feat: dict[str, Any] = {
                 "dev_set_clips": n_dev,
                 "unique_clips": n_unique,
@@ -522,10 +526,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for key, done in runs.items():
                 feat[key] = max(done, key=lambda m: m["clips_per_s"])
                 feat[key]["all_clips_per_s"] = [m["clips_per_s"] for m in done]
-            console.print("the whole `asd featurize --workers 2` command ...")
-            feat["command_workers_2"] = bench_command(dev, 2)
-            console.print(f"librosa reference on the {n_unique} distinct clips ...")
-            feat["librosa_reference"] = bench_librosa(unique)
             feat["parts_ms_per_clip"] = bench_parts(unique)
             results["featurize"] = feat
             results["store_options"] = bench_store_options(dev.parent / "bench-2.h5", n_unique)
@@ -715,6 +715,27 @@ def _cpu_model() -> str:
         return ""
 
 
+SPREAD_LABELS = {
+    "workers_1": "1 worker",
+    "workers_2": "2 workers",
+    "command_workers_2": "the whole command",
+    "librosa_reference": "librosa",
+    "floor_1_process": "floor 1 process",
+    "floor_2_processes": "floor 2 processes",
+}
+
+
+def _spread_line(f: dict[str, Any]) -> str:
+    """How far the interleaved runs of each featurize row lay apart (the table has the best),
+    e.g. ``"Runs (clips/s, slowest-fastest): 1 worker 256-312, ..."``."""
+    ranges = [
+        f"{label} {min(f[k]['all_clips_per_s']):.0f}-{max(f[k]['all_clips_per_s']):.0f}"
+        for k, label in SPREAD_LABELS.items()
+        if k in f and len(f[k].get("all_clips_per_s", [])) > 1
+    ]
+    return f"Runs (clips/s, slowest-fastest): {', '.join(ranges)}." if ranges else ""
+
+
 def markdown(r: dict[str, Any]) -> str:
     """The README's tables, from one run's results."""
     out = []
@@ -733,6 +754,9 @@ def markdown(r: dict[str, Any]) -> str:
             f"(background load {load['featurize']:.1f} cores):\n"
         )
         out.append(_md(FEATURIZE_COLUMNS, _featurize_rows(r)))
+        spread = _spread_line(f)
+        if spread:
+            out.append(f"\n{spread}\n")
         parts = ", ".join(f"{k[:-3]} {v:.2f} ms" for k, v in f["parts_ms_per_clip"].items())
         out.append(f"\nOne clip in one process: {parts}.\n")
         cpu_1 = f["workers_1"]["cpu_ms_per_clip_this_process"]

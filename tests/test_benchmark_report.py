@@ -24,3 +24,17 @@ def test_the_cpu_model_is_read_from_linux():
         listed = False
     assert bool(model) == listed
     assert "\n" not in model and not model.startswith(" ")
+
+
+def test_the_report_shows_how_far_the_interleaved_runs_lay_apart():
+    from benchmarks.__main__ import _spread_line
+
+    f = {
+        "workers_2": {"clips_per_s": 544.0, "all_clips_per_s": [449.4, 514.6, 544.0]},
+        "librosa_reference": {"clips_per_s": 173.0, "all_clips_per_s": [121.9, 173.0]},
+        "command_workers_2": {"clips_per_s": 483.0},  # an older result: one run, no list
+    }
+    assert _spread_line(f) == (
+        "Runs (clips/s, slowest-fastest): 2 workers 449-544, librosa 122-173."
+    )
+    assert _spread_line({}) == ""
