@@ -310,9 +310,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        # An error is rare: word it as PyYAML's own parser does.
+        worded = exc if loader is yaml.SafeLoader else _worded_yaml_error(text, exc)
+        mark = getattr(worded, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(worded, "problem", None) or str(worded).splitlines()[0]
         raise SettingsError(f"{path}{where}: YAML syntax error: {problem}.") from None
     except RecursionError:
         raise SettingsError(f"{path}: nested too deeply to be a settings file.") from None
@@ -327,6 +329,21 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: expected a mapping of sections (features:, train:, ...).")
     _check_tree(data, path)
     return data
+
+
+def _worded_yaml_error(text: str, exc: Exception) -> Exception:
+    """The syntax error PyYAML's pure-Python parser raises for ``text``: it names the character
+    at fault (libyaml says "found character that cannot start any token"); ``exc`` where that
+    parser fails otherwise."""
+    import yaml
+
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as worded:
+        return worded
+    except (RecursionError, ValueError, TypeError, OverflowError):
+        pass
+    return exc
 
 
 def config_path(explicit: Path | None) -> Path | None:

@@ -703,11 +703,11 @@ def _md(columns: tuple[str, ...], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu_model() -> str:
+def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The processor's name as Linux reports it ("" elsewhere): runs on different hardware
     differ by more than their noise, so each run says where it ran."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with cpuinfo.open() as f:
             return next(
                 (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
             )

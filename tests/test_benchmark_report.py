@@ -15,15 +15,16 @@ def test_the_report_names_the_machine_and_warns_of_background_load():
     assert "Machine:" not in markdown({"background_load_cores": {}})  # older results
 
 
-def test_the_cpu_model_is_read_from_linux():
-    model = _cpu_model()
-    try:
-        with open("/proc/cpuinfo") as f:
-            listed = "model name" in f.read()
-    except OSError:
-        listed = False
-    assert bool(model) == listed
-    assert "\n" not in model and not model.startswith(" ")
+def test_the_cpu_model_is_read_from_linux(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Example CPU @ 2.30GHz\n"
+        "\nprocessor\t: 1\nmodel name\t: Example CPU @ 2.30GHz\n"
+    )
+    assert _cpu_model(info) == "Example CPU @ 2.30GHz"
+    info.write_text("processor\t: 0\nvendor_id\t: ARM\n")  # no model name line
+    assert _cpu_model(info) == ""
+    assert _cpu_model(tmp_path / "missing") == ""
 
 
 def test_the_report_shows_how_far_the_interleaved_runs_lay_apart():

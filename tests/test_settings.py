@@ -134,3 +134,28 @@ def test_a_key_given_as_a_value_and_as_a_section_is_a_settings_error():
     for flags in ({"train": 5, "train.epochs": 3}, {"train.epochs": 3, "train": 5}):
         with pytest.raises(SettingsError, match="train is given both as a value and as a section"):
             load_settings(None, flags)
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("train:\n\tepochs: 3\n", "found character '\\t' that cannot start any token"),
+        ("train: *base\n", "found undefined alias 'base'"),
+        ("train: {epochs: 3: 4}\n", "expected ',' or '}', but got ':'"),
+    ],
+)
+def test_a_syntax_error_reads_the_same_with_either_parser(tmp_path, monkeypatch, text, needle):
+    """libyaml words some errors more vaguely; the message is PyYAML's own either way."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    messages = []
+    for drop_libyaml in (False, True):
+        with monkeypatch.context() as m:
+            if drop_libyaml:
+                m.delattr(yaml, "CSafeLoader", raising=False)
+            with pytest.raises(SettingsError) as exc:
+                load_settings(cfg)
+            messages.append(str(exc.value))
+    assert messages[0] == messages[1]
+    assert needle in messages[0]
+    assert ", column " in messages[0].split("YAML syntax error")[0]  # where: line and column

@@ -109,6 +109,8 @@ COMMANDS: dict[str, Any] = {
 }
 # The root options that take a value: what follows them is not a command name.
 _ROOT_VALUED = ("--config", "-c", "--log-level")
+# The same options with their value attached: ``--name=value``, or ``-cvalue``.
+_ROOT_ATTACHED = tuple(o + "=" if o.startswith("--") else o for o in _ROOT_VALUED)
 
 
 def build_app(only: str | None = None) -> typer.Typer:
@@ -142,7 +144,7 @@ def invoked_command(argv: list[str]) -> str | None:
     for arg in args:
         if arg in _ROOT_VALUED:
             next(args, None)
-        elif arg.startswith(("--config=", "--log-level=")) or (arg[:2] == "-c" and len(arg) > 2):
+        elif arg.startswith(_ROOT_ATTACHED) and len(arg) > 2:  # --config=F, --log-level=X, -cF
             continue
         elif arg.startswith("-"):
             return None

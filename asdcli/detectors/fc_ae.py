@@ -9,8 +9,9 @@ weights stream from memory: a 10-s clip has only 9 crops. In float32 that is 155
 about 20 ms at the 8 GB/s that one core of the benchmark machine streams, and more through the
 plain BLAS product, which runs slower for so few rows. In eval mode the errors therefore come
 from :class:`_PackedNet`, the same network with each BatchNorm folded into its Linear layer and
-the weights pre-packed by oneDNN in half precision (float16: 78 MB; the network alone ran
-1.4x faster than packed float32 there). float16 keeps 11 significant bits: on synthetic fan
+the weights pre-packed by oneDNN in half precision where the CPU has it (AVX512-FP16 or
+AVX-NE-CONVERT; float16: 78 MB, and the network alone ran 1.4x faster than packed float32 on
+the benchmark machine), else in float32. float16 keeps 11 significant bits: on synthetic fan
 and valve clips the scores agreed with the float32 module's to 6e-5 relative, in the same
 order. A batch whose values leave float16's range (above 65504) is recomputed by the float32
 module; where oneDNN is missing or its check batch disagrees with the module, the module is
@@ -31,6 +32,10 @@ from asdcli.detectors.params import FCAEParams
 from asdcli.detectors.torch_base import Autoencoder
 from asdcli.detectors.windows import WindowSet
 
+# What the packed copy is tried in, first to last, with how closely its output must match the
+# module's on a check batch (relative to the output's largest value): float16 keeps 11
+# significant bits; float32 differs only by folding the batch norms.
+PACK_DTYPES = ((torch.float16, 1e-2), (torch.float32, 1e-4))
 # Rows the packed weights are laid out for: oneDNN then streams them at memory speed for any
 # batch from 1 to hundreds of rows (packed for 9 rows, 9-row products are 1.6x slower).
 PACK_ROWS = 64
@@ -102,7 +107,7 @@ class _PackedNet:
         x = x.to(self.dtype)
         for w, b, relu in self.layers:
             x = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-            # Checked before the ReLU: a fused one would turn NaN (inf - inf) into 0 silently.
+            # Checked before the ReLU: a fused one would turn -inf (and NaN) into 0 silently.
             if not bool(torch.isfinite(x).all()):
                 return None
             if relu:
@@ -111,22 +116,23 @@ class _PackedNet:
 
     @classmethod
     def build(cls, net: nn.Module, rows: int) -> _PackedNet | None:
-        """The packed copy of ``net``, or None where it cannot be made or does not match."""
+        """The packed copy of ``net`` in the first of :data:`PACK_DTYPES` that oneDNN can run
+        on this CPU and that matches ``net``; None where none can be made."""
         mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
         if not (isinstance(net, FCAutoencoderNet) and mkldnn):
             return None
-        try:
-            packed = cls(net, rows)
-            check = torch.randn(3, net.input_dim, generator=torch.Generator())  # not the global RNG
-            with torch.inference_mode():
-                want = net(check)
-                got = packed(check)
-                # float16 keeps 11 significant bits: agreement to 1 % of the output's scale.
-                atol = 1e-2 * float(want.abs().max())
-                same = got is not None and torch.allclose(got, want, rtol=0, atol=atol)
-        except (RuntimeError, AttributeError, TypeError):  # private ops: absent or changed
-            return None
-        return packed if same else None
+        check = torch.randn(3, net.input_dim, generator=torch.Generator())  # not the global RNG
+        for dtype, tolerance in PACK_DTYPES:
+            try:
+                packed = cls(net, rows, dtype)
+                with torch.inference_mode():
+                    want, got = net(check), packed(check)
+            except (RuntimeError, AttributeError, TypeError):  # private ops: absent or changed;
+                continue  # float16 needs AVX512-FP16 or AVX-NE-CONVERT
+            atol = tolerance * float(want.abs().max())
+            if got is not None and torch.allclose(got, want, rtol=0, atol=atol):
+                return packed
+        return None
 
 
 class FCAutoencoder(Autoencoder):
