@@ -12,6 +12,7 @@ import logging
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,7 +94,7 @@ def _root(
 
 
 # Every command, in the order `asd --help` lists them.
-COMMANDS: dict[str, Any] = {
+COMMANDS: dict[str, Callable[..., Any]] = {
     "synth": data.synth,
     "featurize": data.featurize,
     "train": train.train,
