@@ -107,7 +107,8 @@ class _PackedNet:
         x = x.to(self.dtype)
         for w, b, relu in self.layers:
             x = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-            # Checked before the ReLU: a fused one would turn -inf (and NaN) into 0 silently.
+            # Checked at every layer, before its ReLU: the ReLU turns -inf into 0, which would
+            # hide an overflow upstream (+inf here, -inf after the next product).
             if not bool(torch.isfinite(x).all()):
                 return None
             if relu:
