@@ -326,6 +326,9 @@ def _compute_frames(
 def _init_worker() -> None:
     import signal
 
+    from asdcli.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a new process: the parent's setting does not carry over
     # Ctrl-C is the parent's to handle: it commits finished clips and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One thread per worker; torch (imported only to resample) reads this when first imported.

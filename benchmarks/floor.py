@@ -17,11 +17,13 @@ import numpy as np
 def _floor_child(files: list[str], barrier: Any, out: Any) -> None:
     """Decode ``files`` (untimed), wait for the others, then time their log-mels as featurize
     computes them (equal-length clips batched up to ``BATCH_SAMPLES``)."""
+    from asdcli.allocator import keep_freed_memory
     from asdcli.audio import read_audio
     from asdcli.features import logmel
     from asdcli.featurize import BATCH_SAMPLES
     from asdcli.settings import FeatureSettings
 
+    keep_freed_memory()  # as featurize's workers do
     fs = FeatureSettings()
     clips = np.stack([read_audio(Path(f), fs.sample_rate).samples for f in files])
     per_call = max(1, BATCH_SAMPLES // clips.shape[1])

@@ -156,6 +156,9 @@ def invoked_command(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    from asdcli.allocator import keep_freed_memory
+
+    keep_freed_memory()  # first: it applies to the allocations that follow
     args = sys.argv[1:] if argv is None else argv
     # Typer builds every command's options before it runs one (about 30 ms for all of
     # them); an app of the invoked command alone starts faster and parses the same.
