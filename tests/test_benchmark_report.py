@@ -39,3 +39,21 @@ def test_the_report_shows_how_far_the_interleaved_runs_lay_apart():
         "Runs (clips/s, slowest-fastest): 2 workers 449-544, librosa 122-173."
     )
     assert _spread_line({}) == ""
+
+
+def test_the_detector_table_counts_page_faults_where_the_run_did():
+    from benchmarks.__main__ import DETECTOR_COLUMNS, _detector_rows
+
+    scored = {"fit_s": 3.0, "epoch_s": 1.5, "latency_ms_median": 12.34, "latency_ms_p95": 20.0}
+    run = {
+        "detectors": {
+            "fc-ae": {**scored, "faults_per_clip": 1675.4},
+            "lstm-ae": scored,  # an older result, from before faults were counted
+            "ensemble": {"skipped": "made of trained runs"},
+        }
+    }
+    rows = _detector_rows(run)
+    assert rows[0] == ["fc-ae", "3.0", "1.50", "12.3", "20.0", "1675"]
+    assert rows[1][-1] == "-"
+    assert rows[2] == ["ensemble"] + ["-"] * (len(DETECTOR_COLUMNS) - 1)
+    assert all(len(r) == len(DETECTOR_COLUMNS) for r in rows)
