@@ -1,0 +1,126 @@
+"""A/B of glibc's defaults against :func:`asdcli.allocator.keep_freed_memory`.
+
+Scores as ``asd score`` and ``asd serve`` do: a new process loads a saved run and scores
+10-s clips one at a time on one thread. Each detector is trained once (1 epoch, on synthetic
+fan clips), then scored by alternating new processes, with and without the setting. Prints
+each process's median latency, page faults per clip and peak RSS. Then the setting's cost:
+peak RSS and page faults of ``asd train emb-knn`` and ``asd train conv-ae`` (1 epoch, the same
+clips), with and without it.
+
+    python -m benchmarks.allocator [--rounds 3] [--only emb-knn,lstm-ae]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+DETECTORS = ("lstm-ae", "emb-knn", "conv-ae", "fc-ae")
+
+_CHILD = """
+import json, resource, statistics, sys, time
+from pathlib import Path
+if sys.argv[3] == "kept":
+    from asdcli.allocator import keep_freed_memory
+    assert keep_freed_memory()
+import torch
+torch.set_num_threads(1)
+from asdcli.audio import read_audio
+from asdcli.detectors import get_detector
+from asdcli.features import logmel
+from asdcli.settings import FeatureSettings
+det = get_detector(sys.argv[1]).load(Path(sys.argv[2]) / sys.argv[1])
+fs = FeatureSettings()
+files = sorted((Path(sys.argv[2]) / "data" / "fan" / "test").glob("*.wav"))
+det.score([logmel(read_audio(files[0], fs.sample_rate).samples, fs)])  # warm-up
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+ms = []
+for f in files:
+    t0 = time.perf_counter()
+    det.score([logmel(read_audio(f, fs.sample_rate, fs.n_fft).samples, fs)])
+    ms.append((time.perf_counter() - t0) * 1000)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+peak = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
+print(json.dumps({"median_ms": statistics.median(ms), "faults_per_clip": faults / len(ms),
+                  "peak_rss_mib": int(peak) / 1024, "clips": len(ms)}))
+"""
+
+
+_TRAIN_CHILD = """
+import json, resource, sys
+import asdcli.allocator
+if sys.argv[1] == "defaults":
+    asdcli.allocator.keep_freed_memory = lambda: False  # what `asd` calls first
+from asdcli.cli import main
+try:
+    main(sys.argv[2:])
+except SystemExit as exc:
+    assert not exc.code, exc.code
+peak = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
+print(json.dumps({"peak_rss_mib": int(peak) / 1024,
+                  "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt}))
+"""
+
+
+def _train(root: Path, detectors: list[str]) -> None:
+    from asdcli.detectors import get_detector
+    from asdcli.detectors.params import DetectorParams, TrainParams
+    from asdcli.featurize import featurize
+    from asdcli.settings import FeatureSettings
+    from asdcli.store import FeatureStore
+    from asdcli.synth import synthesize
+
+    synthesize(root / "data", machines=("fan",), n_train=40, n_test=40, seconds=10.0)
+    fs = FeatureSettings()
+    featurize([root / "data"], fs, root / "features.h5", workers=2)
+    store = FeatureStore(root / "features.h5")
+    recs = [r for r in store.clips(fs.key()) if r.split == "train"]
+    feats = store.load(fs.key(), recs)
+    for name in detectors:
+        params = getattr(DetectorParams(), name.replace("-", "_"))
+        det = get_detector(name)(params, TrainParams(epochs=1, patience=2, device="cpu"))
+        det.fit(feats, recs)
+        det.save(root / name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.allocator", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="Pairs of processes per detector.")
+    parser.add_argument("--only", default=",".join(DETECTORS), help="Comma-separated detectors.")
+    args = parser.parse_args(argv)
+    detectors = args.only.split(",")
+    with tempfile.TemporaryDirectory(prefix="asd-alloc-") as tmp:
+        root = Path(tmp)
+        _train(root, detectors)
+        print("detector  setting   median ms  faults/clip  peak RSS MiB")
+        for name in detectors:
+            for _ in range(args.rounds):
+                for setting in ("defaults", "kept"):  # alternating: the machine drifts
+                    out = subprocess.run(
+                        [sys.executable, "-c", _CHILD, name, str(root), setting],
+                        capture_output=True, text=True, check=True,
+                    )  # fmt: skip
+                    r = json.loads(out.stdout.strip().splitlines()[-1])
+                    print(
+                        f"{name:9s} {setting:9s} {r['median_ms']:9.1f}"
+                        f"  {r['faults_per_clip']:11.0f}  {r['peak_rss_mib']:12.0f}"
+                    )
+        print("asd train, 1 epoch  setting   faults  peak RSS MiB")
+        for name in ("emb-knn", "conv-ae"):
+            for setting in ("defaults", "kept"):
+                cmd = ["train", name, "--store", str(root / "features.h5"), "--epochs", "1",
+                       "--runs", str(root / "runs"), "--device", "cpu"]  # fmt: skip
+                out = subprocess.run(
+                    [sys.executable, "-c", _TRAIN_CHILD, setting, *cmd],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"{name:19s} {setting:9s} {r['faults']:7d}  {r['peak_rss_mib']:12.0f}")
+
+
+if __name__ == "__main__":  # featurize's workers import this module afresh
+    main()
