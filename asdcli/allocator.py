@@ -4,13 +4,15 @@ glibc's ``malloc`` returns freed blocks to the operating system (``munmap`` of b
 its mmap threshold, a trim of the heap's free top), and the next allocation of that size
 faults every page in again. torch allocates and frees its tensors on every batch, so a
 training step or a scored clip pays those faults each time. Under a hypervisor a page fault
-costs about 3 µs (measured on the project's 2-core KVM machine; bare metal is well under
-1 µs): per 10-s clip scored by lstm-ae, about 1,900 faults, 5 ms of its 50; per conv-ae
-training step, 6,500-10,000, or 17-27 ms of 160-180.
+costs about 3 µs (measured on the project's 2-core KVM machines; bare metal is well under
+1 µs). Measured there by ``python -m benchmarks.allocator``, in a new process that loaded a
+run: per 10-s clip scored by emb-knn, 2,300-3,000 faults (median 16.5-19.3 ms, against
+11.5-12.6 ms kept). On another processor, lstm-ae made 1,930 per clip, and a conv-ae
+training step 6,500-10,000, or 17-27 ms of 160-180.
 
 :func:`keep_freed_memory` fixes glibc's two thresholds, so blocks up to 32 MiB come from the
 heap and freed memory stays with the process for reuse: those faults fall to almost none. It
-costs peak RSS: 70-130 MB more when training a torch detector (about 1.2 GB without).
+costs peak RSS: 16-130 MB more when training a torch detector (about 1.1 GB without).
 
 It changes the whole process, so importing asd does not call it: the ``asd`` command does
 (``asdcli.cli.main``), and so do featurize's worker processes, which start afresh. Settings
