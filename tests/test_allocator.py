@@ -50,6 +50,10 @@ SETUPS = {
     "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n",
     # featurize's workers are new processes, which set it themselves
     "featurize worker": "from asdcli.featurize import _init_worker\n_init_worker()\n",
+    # `asd tune --jobs N` trains in spawned processes; a plan of None makes the trial fail at once
+    "tune worker": "from asdcli.tune.workers import _worker_process\n"
+    "class Errors:\n    def put(self, item):\n        pass\n"
+    "try:\n    _worker_process(None, 1, Errors())\nexcept SystemExit:\n    pass\n",
 }
 
 
@@ -68,7 +72,7 @@ def test_glibc_defaults_fault_every_round() -> None:
     assert faults(SETUPS["glibc's defaults"]) > ROUNDS * PAGES_PER_ROUND // 2
 
 
-@pytest.mark.parametrize("setup", ["keep_freed_memory", "asd", "featurize worker"])
+@pytest.mark.parametrize("setup", ["keep_freed_memory", "asd", "featurize worker", "tune worker"])
 def test_freed_memory_is_reused(setup: str) -> None:
     assert faults(SETUPS[setup]) < PAGES_PER_ROUND // 10
 

@@ -94,6 +94,9 @@ def _worker_process(plan: StudyPlan, threads: int, errors: Any) -> None:
     # Its own process group: a Ctrl-C at the terminal reaches the main process, which passes it
     # on once; a worker that got it twice could be cut short while it marks its trial failed.
     os.setpgid(0, 0)
+    from asdcli.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as `asd train` has it: a spawned process starts with glibc's defaults
     try:
         import torch
 
