@@ -16,10 +16,9 @@ costs peak RSS: 16-130 MB more when training a torch detector (about 1.1 GB with
 
 It changes the whole process, so importing asd does not call it: the ``asd`` command does
 (``asdcli.cli.main``), and so do the worker processes of featurize and of ``asd tune --jobs``,
-which start afresh. Settings
-that the user gave glibc (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, or a
-``glibc.malloc`` tunable in ``GLIBC_TUNABLES``) win: then it does nothing. Other C libraries
-(macOS, Windows, musl) are left alone.
+which start afresh. Settings that the user gave glibc (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``, or a ``glibc.malloc`` tunable in ``GLIBC_TUNABLES``) win: then it
+does nothing. Other C libraries (macOS, Windows, musl) are left alone.
 """
 
 from __future__ import annotations
