@@ -401,14 +401,31 @@ def bench_train_rss(unique: Path, out: Path, n_train: int, epochs: int) -> dict[
 # --------------------------------------------------------------------------- detectors
 
 
+def score_latencies(det: Any, files: list[Path], fs: Any) -> tuple[list[float], float]:
+    """Milliseconds from WAV file to score for each of ``files``, one clip per call as
+    ``asd serve`` scores them, after one warm-up clip; and the page faults per clip over them
+    (counted exactly, unlike the drifting times; about 3 µs each under KVM)."""
+    from asdcli.audio import read_audio
+    from asdcli.features import logmel
+
+    det.score([logmel(read_audio(files[0], fs.sample_rate).samples, fs)])  # warm-up
+    latencies = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for f in files:
+        t0 = time.perf_counter()
+        clip = read_audio(f, fs.sample_rate, fs.n_fft)
+        det.score([logmel(clip.samples, fs)])
+        latencies.append((time.perf_counter() - t0) * 1000)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return latencies, faults / len(files)
+
+
 def bench_detectors(root: Path, n_latency: int, epochs: int) -> dict[str, Any]:
     """Fit each detector on the store's fan clips; time per epoch; WAV-to-score latency."""
     import torch
 
-    from asdcli.audio import read_audio
     from asdcli.detectors import get_detector, list_detectors
     from asdcli.detectors.params import DetectorParams, TrainParams
-    from asdcli.features import logmel
     from asdcli.featurize import featurize
     from asdcli.settings import FeatureSettings
     from asdcli.store import FeatureStore
@@ -437,16 +454,7 @@ def bench_detectors(root: Path, n_latency: int, epochs: int) -> dict[str, Any]:
         fit_s = time.perf_counter() - t0
         n_epochs = max(len(det.history_), 1)
         torch.set_num_threads(1)  # latency on one core
-        det.score([logmel(read_audio(test_files[0], fs.sample_rate).samples, fs)])  # warm-up
-        latencies = []
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for f in test_files:
-            t0 = time.perf_counter()
-            clip = read_audio(f, fs.sample_rate, fs.n_fft)
-            det.score([logmel(clip.samples, fs)])
-            latencies.append((time.perf_counter() - t0) * 1000)
-        # Page faults: counted exactly, unlike the drifting times (about 3 µs each under KVM).
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        latencies, faults_per_clip = score_latencies(det, test_files, fs)
         out[name] = {
             "fit_s": fit_s,
             "epoch_s": fit_s / n_epochs if det.history_ else None,
@@ -454,7 +462,7 @@ def bench_detectors(root: Path, n_latency: int, epochs: int) -> dict[str, Any]:
             "latency_ms_median": statistics.median(latencies),
             "latency_ms_p95": float(np.percentile(latencies, 95)),
             "latency_clips": len(latencies),
-            "faults_per_clip": faults / len(latencies),
+            "faults_per_clip": faults_per_clip,
         }
     torch.set_num_threads(threads)
     return out

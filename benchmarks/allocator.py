@@ -22,30 +22,21 @@ from pathlib import Path
 DETECTORS = ("lstm-ae", "emb-knn", "conv-ae", "fc-ae")
 
 _CHILD = """
-import json, resource, statistics, sys, time
+import json, statistics, sys
 from pathlib import Path
 if sys.argv[3] == "kept":
     from asdcli.allocator import keep_freed_memory
     assert keep_freed_memory()
 import torch
 torch.set_num_threads(1)
-from asdcli.audio import read_audio
 from asdcli.detectors import get_detector
-from asdcli.features import logmel
 from asdcli.settings import FeatureSettings
+from benchmarks.__main__ import score_latencies
 det = get_detector(sys.argv[1]).load(Path(sys.argv[2]) / sys.argv[1])
-fs = FeatureSettings()
 files = sorted((Path(sys.argv[2]) / "data" / "fan" / "test").glob("*.wav"))
-det.score([logmel(read_audio(files[0], fs.sample_rate).samples, fs)])  # warm-up
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-ms = []
-for f in files:
-    t0 = time.perf_counter()
-    det.score([logmel(read_audio(f, fs.sample_rate, fs.n_fft).samples, fs)])
-    ms.append((time.perf_counter() - t0) * 1000)
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+ms, faults_per_clip = score_latencies(det, files, FeatureSettings())
 peak = next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]
-print(json.dumps({"median_ms": statistics.median(ms), "faults_per_clip": faults / len(ms),
+print(json.dumps({"median_ms": statistics.median(ms), "faults_per_clip": faults_per_clip,
                   "peak_rss_mib": int(peak) / 1024, "clips": len(ms)}))
 """
 

@@ -47,7 +47,7 @@ SETUPS = {
     "assert keep_freed_memory()\n",
     # the `asd` command sets it before anything else
     "asd": "from asdcli.cli import main\n"
-    "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n",
+    "try:\n    main(['--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0\n",
     # featurize's workers are new processes, which set it themselves
     "featurize worker": "from asdcli.featurize import _init_worker\n_init_worker()\n",
     # `asd tune --jobs N` trains in spawned processes; a plan of None makes the trial fail at once
