@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, nargs="+", metavar="DIR", help="rank on these real data sets"
     )
     args = parser.parse_args(argv)
+    from asdcli.allocator import keep_freed_memory
 
+    keep_freed_memory()  # as the `asd` command does before it trains
     console = Console()
     work = args.work or Path(tempfile.mkdtemp(prefix="asd-ranking-"))
     out = args.out or (Path(tempfile.mkdtemp(prefix="asd-ranking-out-")) if args.quick else HERE)
