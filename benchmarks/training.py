@@ -118,7 +118,7 @@ def side_result(work: Path, out: Path) -> dict[str, dict[str, Any]]:
     result = {}
     for label_file in sorted((work / "runs").glob("*/label.txt")):
         label = label_file.read_text().strip()
-        if label in rows:
+        if label in rows and label in LABELS:
             r = rows[label]
             result[label] = {
                 "epoch_seconds": epoch_seconds(label_file.parent),
