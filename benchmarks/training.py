@@ -90,15 +90,20 @@ def side_python(tree: Path, code: str) -> str:
     ).stdout  # fmt: skip
 
 
-def run_side(tree: Path, work: Path, data: Path, quick: bool, log: Path) -> Path:
-    """``tree``'s ``benchmarks.ranking --only conv-ae,emb-knn`` on ``data``; its out folder."""
+def run_side(tree: Path, work: Path, data: Path, quick: bool, seed: int, log: Path) -> Path:
+    """``tree``'s ``benchmarks.ranking --only conv-ae,emb-knn`` on ``data``, training with
+    ``seed`` (the module's ``SEED``: a ranking of any age has one); its out folder."""
     work.mkdir(parents=True)
     (work / "data").symlink_to(data, target_is_directory=True)  # the ranking then skips synth
     out = work / "out"
     args = ["--only", ",".join(LABELS), "--work", str(work), "--out", str(out)]
+    args += ["--quick"] * quick
+    code = (
+        f"import sys\nimport benchmarks.ranking as r\nr.SEED = {seed}\nsys.exit(r.main({args!r}))"
+    )
     with log.open("w") as fh:
         done = subprocess.run(
-            [sys.executable, "-S", "-m", "benchmarks.ranking", *args, *(["--quick"] * quick)],
+            [sys.executable, "-S", "-c", code],
             cwd=tree, env=side_env(tree), stdout=fh, stderr=subprocess.STDOUT,
         )  # fmt: skip
     if done.returncode != 0:
@@ -164,7 +169,7 @@ def markdown(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['rounds']} round(s), the sides alternating. Seconds per epoch are medians over "
         "every epoch of every round (the training loop and the validation loss; conv-ae trains "
         "one model per machine type, so its epochs are per machine type). Scores are "
-        "the ranking benchmark's (synthetic data, seed 0).",
+        f"the ranking benchmark's (synthetic data), training seed {meta.get('seed', 0)}.",
         "",
         "| detector | s/epoch, reference | s/epoch, now | speed-up | epochs, reference / now "
         "| official, reference | official, now | AUC-s | AUC-t | pAUC |",
@@ -191,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", default=REFERENCE, help="the reference commit [%(default)s]")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each side [%(default)s]")
     parser.add_argument("--quick", action="store_true", help="the ranking's tiny --quick data")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed of both sides (the data is the "
+        "ranking's, made with its seed 0) [%(default)s]",
+    )
     parser.add_argument("--work", type=Path, help="folder for the trees, data and runs")
     parser.add_argument("--out", type=Path, help="folder for training.md/json [benchmarks/]")
     args = parser.parse_args(argv)
@@ -241,9 +253,8 @@ def _run(
             side_work = work / f"round{i + 1}-{side.replace(' ', '-')}"
             console.print(f"round {i + 1}: {side} ({trees[side]}) ...")
             t0 = time.perf_counter()
-            side_out = run_side(
-                trees[side], side_work, data, args.quick, side_work.with_suffix(".log")
-            )
+            log = side_work.with_suffix(".log")
+            side_out = run_side(trees[side], side_work, data, args.quick, args.seed, log)
             rounds[side].append(side_result(side_work, side_out))
             console.print(f"  {time.perf_counter() - t0:.0f} s")
     meta = {
@@ -251,6 +262,7 @@ def _run(
         + "python -m benchmarks.training"
         + (f" --against {args.against}" if args.against != REFERENCE else "")
         + (f" --rounds {args.rounds}" if args.rounds != 2 else "")
+        + (f" --seed {args.seed}" if args.seed else "")
         + (" --quick" if args.quick else ""),
         "machine": f"{_cpu_model() or platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{torch.get_num_threads()} torch thread(s)",
@@ -258,6 +270,7 @@ def _run(
         "reference": reference,
         "checkout": checkout,
         "rounds": args.rounds,
+        "seed": args.seed,
         "quick": args.quick,
         "per_round": rounds,
     }

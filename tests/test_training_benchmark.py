@@ -135,3 +135,44 @@ def test_rounds_below_one_are_refused(capsys):
     with pytest.raises(SystemExit) as caught:
         training.main(["--rounds", "0"])
     assert caught.value.code == 2 and "--rounds" in capsys.readouterr().err
+
+
+def _stub_tree(tmp_path, exit_code=0):
+    """A tree whose ``benchmarks.ranking`` only records the seed and arguments it was given."""
+    tree = tmp_path / "tree"
+    (tree / "benchmarks").mkdir(parents=True)
+    (tree / "benchmarks" / "__init__.py").write_text("")
+    (tree / "benchmarks" / "ranking.py").write_text(
+        "import json, pathlib\n"
+        "SEED = 0\n"
+        "def main(argv):\n"
+        "    out = pathlib.Path(argv[argv.index('--out') + 1])\n"
+        "    out.mkdir(parents=True)\n"
+        "    data = pathlib.Path(argv[argv.index('--work') + 1]) / 'data'\n"
+        "    seen = {'seed': SEED, 'argv': argv, 'data': str(data.resolve())}\n"
+        "    (out / 'seen.json').write_text(json.dumps(seen))\n"
+        f"    return {exit_code}\n"
+    )
+    return tree
+
+
+def test_a_side_runs_its_trees_ranking_with_the_seed_on_the_shared_data(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    work = tmp_path / "work"
+    out = training.run_side(
+        _stub_tree(tmp_path), work, data, quick=True, seed=3, log=tmp_path / "side.log"
+    )
+    seen = json.loads((out / "seen.json").read_text())
+    assert seen["seed"] == 3 and seen["data"] == str(data.resolve())
+    argv = seen["argv"]
+    assert argv[argv.index("--only") + 1] == "conv-ae,emb-knn" and "--quick" in argv
+
+
+def test_a_failing_side_names_its_log(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    log = tmp_path / "side.log"
+    with pytest.raises(training.BenchmarkError, match="exit 1") as caught:
+        training.run_side(_stub_tree(tmp_path, 1), tmp_path / "w", data, False, 0, log)
+    assert str(log) in str(caught.value)
