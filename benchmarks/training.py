@@ -15,7 +15,8 @@ Per detector it reports the median seconds per epoch (from each run's ``history.
 training loop and the validation loss, not the featurizing and scoring around it), the epochs
 trained, and the official score, AUC-s, AUC-t and pAUC. The ranking is deterministic (one
 seed, one data set), so a side's rounds give the same scores; a difference between the sides
-is the new code's arithmetic (channels-last convolutions add in another order). Writes
+is the new code's arithmetic (channels-last convolutions add in another order, conv-ae's
+dropout masks come from another generator). Writes
 ``benchmarks/training.md`` and ``training.json``.
 """
 
@@ -70,7 +71,10 @@ def export_tree(repo: Path, ref: str, dest: Path) -> str:
         ) from exc
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+            tar.extractall(dest, filter="data")
+        else:  # git's own archive of this repository: trusted
+            tar.extractall(dest)
     return commit
 
 
@@ -165,7 +169,8 @@ def _f(value: float | None, digits: int = 3) -> str:
 def markdown(summary: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"Produced by `{meta['command']}` on {meta['machine']}, {meta['date']}: "
-        f"reference {meta['reference'][:10]}, this checkout {meta['checkout'][:10]}; "
+        f"reference {meta['reference'][:10]}, this checkout {meta['checkout'][:10]}"
+        f"{' with uncommitted changes' if meta.get('checkout_dirty') else ''}; "
         f"{meta['rounds']} round(s), the sides alternating. Seconds per epoch are medians over "
         "every epoch of every round (the training loop and the validation loss; conv-ae trains "
         "one model per machine type, so its epochs are per machine type). Scores are "
@@ -229,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(
     args: argparse.Namespace, work: Path, console: Console
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    earlier = sorted(work.glob("round*"))
+    if earlier or (work / "reference").exists():
+        raise BenchmarkError(
+            f"{work} holds an earlier run ({(earlier or [work / 'reference'])[0].name}); "
+            "pass a new --work folder."
+        )
     import platform
 
     import torch
@@ -242,6 +253,10 @@ def _run(
     checkout = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True, text=True,
+    ).stdout.strip() != ""  # fmt: skip
     data = work / "data"
     if not (data / "bearing").is_dir():
         console.print("synthesizing the ranking benchmark's data ...")
@@ -269,6 +284,7 @@ def _run(
         "date": time.strftime("%Y-%m-%d"),
         "reference": reference,
         "checkout": checkout,
+        "checkout_dirty": dirty,  # uncommitted changes to tracked files were measured too
         "rounds": args.rounds,
         "seed": args.seed,
         "quick": args.quick,

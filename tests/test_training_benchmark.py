@@ -176,3 +176,9 @@ def test_a_failing_side_names_its_log(tmp_path):
     with pytest.raises(training.BenchmarkError, match="exit 1") as caught:
         training.run_side(_stub_tree(tmp_path, 1), tmp_path / "w", data, False, 0, log)
     assert str(log) in str(caught.value)
+
+
+def test_a_work_folder_with_an_earlier_run_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "round1-reference").mkdir()
+    assert training.main(["--work", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "reference").exists() and not (tmp_path / "out").exists()
