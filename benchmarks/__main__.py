@@ -259,13 +259,16 @@ def bench_store_options(store: Path, n_clips: int, n_reads: int = 200) -> dict[s
     """Rewrite the frames of the first ``n_clips`` clips of ``store`` with each of
     :data:`STORE_OPTIONS`; time writing them (ms per clip, including fsync), the size
     (relative to raw float32) and reading one clip."""
-    import h5py
+    import h5py  # the options themselves are HDF5's; the store is read through its API
 
-    with h5py.File(store, "r") as f:
-        (group,) = f["features"].values()
-        offsets = group["clips/offset"][:n_clips]
-        lengths = group["clips/n_frames"][:n_clips]
-        frames = group["frames"][: offsets[-1] + lengths[-1]]
+    from asdcli.store import FeatureStore
+
+    st = FeatureStore(store)
+    (info,) = st.feature_sets()
+    clips = st.load(info.key, st.clips(info.key)[:n_clips])  # (n_mels, frames) each
+    frames = np.concatenate([c.T for c in clips])  # the store's (frames, n_mels) layout
+    lengths = np.array([c.shape[1] for c in clips])
+    offsets = np.cumsum(lengths) - lengths
     rng = np.random.default_rng(0)
     picks = rng.integers(0, len(offsets), n_reads)
     out: dict[str, Any] = {}
@@ -371,7 +374,7 @@ def bench_train_rss(unique: Path, out: Path, n_train: int, epochs: int) -> dict[
     """Peak RSS (MiB) of ``asd train emb-knn`` in a fresh process, on ``n_train`` training
     clips (featurized first, in another process): emb-knn streams its training windows from
     the store, so this should not grow with the number of clips."""
-    import h5py
+    from asdcli.store import FeatureStore
 
     data = _training_set(unique, out / "data", n_train)
     store = out / "features.h5"
@@ -387,9 +390,10 @@ def bench_train_rss(unique: Path, out: Path, n_train: int, epochs: int) -> dict[
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"asd train emb-knn failed:\n{done.stderr[-2000:]}")
-    with h5py.File(store, "r") as f:  # float32 frames of every clip, as a full load holds
-        (group,) = f["features"].values()
-        features_mib = group["frames"].nbytes / 2**20
+    st = FeatureStore(store)
+    (info,) = st.feature_sets()
+    frames = sum(r.n_frames for r in st.clips(info.key))
+    features_mib = frames * info.settings["n_mels"] * 4 / 2**20  # float32, as a full load holds
     return {
         "train_clips": n_train,
         "features_mib": features_mib,
@@ -570,6 +574,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results["peak_rss_mib_this_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["background_load_cores"]["end"] = background_load()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     _print(results)
     md = markdown(results)
