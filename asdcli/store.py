@@ -799,7 +799,9 @@ class StoreWriter:
             staging, self._staging = self._staging, None
             if set(staging.batches) == set(_journal_batches(self.path)):
                 try:
-                    staging.finish(self)
+                    self._check_room([])
+                    staging.finish()
+                    self._replace(staging.tmp, staging.batches)
                 except BaseException:
                     staging.abandon()
                     raise
@@ -949,9 +951,9 @@ class _Staging:
             os.close(self._fd)
             self._fd = -1
 
-    def finish(self, writer: StoreWriter) -> None:
-        """Old clips not superseded, other feature sets, the table; then the rename."""
-        writer._check_room([])
+    def finish(self) -> None:
+        """Old clips not superseded, other feature sets, the table, written and synced; the
+        writer then renames the file over the store."""
         old = _open(self.path) if self.path.exists() else None
         try:
             rows = []
@@ -969,7 +971,6 @@ class _Staging:
         finally:
             if old is not None:
                 old.close()
-        writer._replace(self.tmp, self.batches)
 
     def abandon(self) -> None:
         with contextlib.suppress(Exception):
