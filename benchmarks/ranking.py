@@ -208,13 +208,16 @@ def rank(done: dict[str, Path], work: Path, console: Console) -> list[dict[str, 
 
 def _meta(quick: bool) -> dict[str, Any]:
     from asdcli.runs import library_versions
+    from benchmarks.__main__ import _cpu_model
 
     return {
         "command": ("OMP_NUM_THREADS=1 " if _torch_threads() == 1 else "")
         + "python -m benchmarks.ranking"
         + (" --quick" if quick else ""),
         "epochs": QUICK_EPOCHS if quick else EPOCHS,
-        "machine": f"{platform.processor() or platform.machine()}, {_cpus()} CPU cores, "
+        # The processor's name: floating-point results, and so the scores, differ between
+        # processors (platform.processor() says only "x86_64" on Linux).
+        "machine": f"{_cpu_model() or platform.machine()}, {_cpus()} CPU cores, "
         f"{_torch_threads()} torch thread(s)",
         "versions": library_versions(),
     }

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import platform
 
 import pytest
 from conftest import make_dataset
 
 from benchmarks import ranking
+from benchmarks.__main__ import _cpu_model
 
 
 @pytest.mark.slow
@@ -32,6 +34,8 @@ def test_ranking_on_data_folders_writes_one_table_per_set_and_a_summary(tmp_path
     assert code == 0
     result = json.loads((out / "ranking_real.json").read_text())
     assert set(result["sets"]) == {"set_a", "set_b"}
+    # The processor by name (scores differ between processors), not only "x86_64".
+    assert result["meta"]["machine"].split(",")[0] == (_cpu_model() or platform.machine())
     for rows in result["sets"].values():
         assert sorted(r["detector"] for r in rows) == ["gmm", "knn"]
         assert all(0.0 <= r["official"] <= 1.0 for r in rows)
