@@ -21,6 +21,7 @@ Written into the run folder (names from :class:`asdcli.runs.Run`):
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,6 +183,28 @@ def _run_thresholds(run: Run, notes: list[str]) -> dict[str, float]:
         return {}
 
 
+def _only(sections: list[_Section], clips: Collection[str]) -> tuple[list[_Section], int]:
+    """``sections`` with only the clips named in ``clips`` (``machine/file``), sections left
+    empty dropped; and how many clips were left out."""
+    kept, left_out = [], 0
+    for s in sections:
+        keep = np.array([f"{s.machine}/{f}" in clips for f in s.files], dtype=bool)
+        left_out += int((~keep).sum())
+        if keep.any():
+            kept.append(
+                _Section(
+                    s.machine,
+                    s.section,
+                    [f for f, k in zip(s.files, keep, strict=True) if k],
+                    s.scores[keep],
+                    None if s.decisions is None else s.decisions[keep],
+                    s.y[keep],
+                    s.domain[keep],
+                )
+            )
+    return kept, left_out
+
+
 def _pooled(sections: list[_Section]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores, labels and domains of the labelled clips of ``sections``, concatenated."""
     return (
@@ -204,6 +227,7 @@ def evaluate_run(
     ground_truth: Path | None = None,
     max_fpr: float = M.MAX_FPR,
     figures: bool = True,
+    clips: Collection[str] | None = None,
 ) -> EvalResult:
     """Evaluate a scored run: metrics per machine type and section, official score, figures.
 
@@ -218,6 +242,10 @@ def evaluate_run(
         False-positive-rate limit of the pAUC.
     figures : bool, default True
         Draw the figures in the run's figures folder.
+    clips : collection of str, optional
+        Evaluate only these clips, named ``"<machine>/<file name>"`` (``asd tune`` passes its
+        search clips, so that a trial's metrics never include its holdout). The others are
+        left out, counted in ``counts["left_out"]`` and noted.
 
     Returns
     -------
@@ -244,6 +272,15 @@ def evaluate_run(
         _load_section(machine, section, path, ground_truth, notes)
         for machine, section, path in found
     ]
+    left_out = 0
+    if clips is not None:
+        sections, left_out = _only(sections, clips)
+        if not sections:
+            raise DataError(
+                f"None of the {len(clips)} clip(s) to evaluate is scored in {run.name}."
+            )
+        if left_out:
+            notes.append(f"{left_out} scored clip(s) left out: not in the clips to evaluate")
     n_eval = sum(int(s.labeled.sum()) for s in sections)
     n_unlabeled = sum(int((~s.labeled).sum()) for s in sections)
     if n_eval == 0:
@@ -308,7 +345,12 @@ def evaluate_run(
         metrics_json=run.metrics_json,
         metrics_csv=run.metrics_csv,
         thresholds=thresholds,
-        counts={"evaluated": n_eval, "unlabeled": n_unlabeled, "per_section": section_counts},
+        counts={
+            "evaluated": n_eval,
+            "unlabeled": n_unlabeled,
+            "left_out": left_out,
+            "per_section": section_counts,
+        },
         notes=notes,
         max_fpr=float(max_fpr),
     )

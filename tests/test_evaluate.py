@@ -385,3 +385,35 @@ def test_non_finite_scores_do_not_crash(tmp_path):
     assert result.official_score == pytest.approx(
         scipy.stats.hmean(result.per_section[("toy_car", "00")].official_values)
     )
+
+
+def test_a_clip_subset_is_evaluated_alone_and_the_rest_counted_as_left_out(run):
+    kept = ("fan", "00"), ("toy_car", "00")
+    rows = {
+        (m, sec): [
+            line.split(",")[0]
+            for line in (run / "scores" / f"anomaly_score_{m}_section_{sec}_test.csv")
+            .read_text()
+            .splitlines()
+        ]
+        for m, sec in kept
+    }
+    clips = {f"{m}/{name}" for (m, _), names in rows.items() for name in names}
+    clips.add("toy_car/not_scored.wav")  # names the run never scored change nothing
+    result = evaluate_run(run, figures=False, clips=clips)
+    expected = {k: v for k, v in expected_values(run).items() if k in kept}
+    assert set(result.per_section) == set(kept)
+    for key, (auc_s, auc_t, pauc) in expected.items():
+        m = result.per_section[key]
+        assert (m.auc_source, m.auc_target, m.pauc) == pytest.approx((auc_s, auc_t, pauc))
+    official = scipy.stats.hmean([v for vals in expected.values() for v in vals])
+    assert result.official_score == pytest.approx(official)
+    data = read_metrics(run)
+    assert data["official_score"] == pytest.approx(official)
+    assert data["counts"]["evaluated"] == 16 and data["counts"]["left_out"] == 8
+    assert any("8 scored clip(s) left out" in n for n in data["notes"])
+
+
+def test_a_clip_subset_with_nothing_scored_is_a_data_error(run):
+    with pytest.raises(DataError, match="None of the 1 clip"):
+        evaluate_run(run, figures=False, clips={"fan/other.wav"})

@@ -161,6 +161,10 @@ def test_tune_writes_runs_best_yaml_figures_and_the_holdout_score_then_resumes(p
     assert best.value == pytest.approx(official_by_hand(scores_csv, set(split.search)))
     everything = set(split.search) | set(split.holdout)
     assert best.value != pytest.approx(official_by_hand(scores_csv, everything))
+    # The trial's own metrics (what `asd report --compare` ranks) see the search clips only.
+    metrics = json.loads((runs[best.number] / "metrics.json").read_text())
+    assert metrics["official_score"] == pytest.approx(best.value)
+    assert metrics["counts"]["evaluated"] == 24 and metrics["counts"]["left_out"] == 8
     held_out = study.user_attrs["asd_best"]["holdout"]
     assert held_out["n_clips"] == 8
     assert held_out["official_score"] == pytest.approx(

@@ -280,7 +280,14 @@ class Objective:
             raise KeyboardInterrupt
         try:
             score_run(run.path, settings.paths.store)
-            evaluate_run(run.path, max_fpr=settings.evaluation.max_fpr, figures=False)
+            # On the search clips only: the run's metrics, and so `asd report --compare`'s
+            # ranking of trials, must not see the holdout.
+            evaluate_run(
+                run.path,
+                max_fpr=settings.evaluation.max_fpr,
+                figures=False,
+                clips=plan.split.search,
+            )
         except _TRIAL_ERRORS as exc:
             raise TrialFailed(f"scoring failed: {exc}") from exc
         search = score_subset(read_clip_scores(run), plan.split.search, settings.evaluation.max_fpr)
