@@ -26,7 +26,8 @@ from rich.console import Console
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from asdcli.cli.tune import default_storage, studies_table, tune
+from asdcli.cli.render import studies_table
+from asdcli.cli.tune import default_storage, tune
 from asdcli.errors import DataError, SettingsError, UserError
 from asdcli.featurize import featurize
 from asdcli.runs import load_run
@@ -49,7 +50,8 @@ JOURNAL = Path("studies") / JOURNAL_NAME
 APP_SCRIPT = """\
 import typer
 from asdcli.cli import _Group, _root
-from asdcli.cli.tune import default_storage, studies_table, tune
+from asdcli.cli.render import studies_table
+from asdcli.cli.tune import default_storage, tune
 
 app = typer.Typer(cls=_Group, pretty_exceptions_enable=False, add_completion=False)
 app.callback()(_root)

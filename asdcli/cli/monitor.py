@@ -8,38 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.live import Live
-from rich.table import Table
 
+from asdcli.cli import render
 from asdcli.cli.common import err, help_default, out, resolve_settings
 
 LIVE_ROWS = 20
-
-
-def _result_table(rows: list[Any], title: str) -> Table:
-    """The latest handled files of `asd watch`, newest last."""
-    table = Table(title=title)
-    for name, justify in (
-        ("file", "left"),
-        ("machine", "left"),
-        ("section", "left"),
-        ("score", "right"),
-        ("threshold", "right"),
-        ("decision", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for h in rows:
-        r = h.result
-        if r is None:
-            table.add_row(str(h.path.name), "", "", "", "", f"[yellow]skipped:[/] {h.error}")
-            continue
-        decision = "[red bold]anomaly[/]" if r.decision else "[green]normal[/]"
-        threshold = f"{r.threshold:.4g}" if r.threshold is not None else "n/a"
-        table.add_row(r.file, r.machine, r.section, f"{r.score:.4g}", threshold, decision)
-    return table
 
 
 def serve(
@@ -154,15 +131,15 @@ def watch(
     with History(serve_section.db) as history:
         if once:
             summary = watch_folder(folder, service, history, section, machine=machine, once=True)
-            out.print(_result_table(summary.handled, title))
+            out.print(render.watch_table(summary.handled, title))
         else:
             err.print(f"Watching {folder}; results go to {serve_section.db}. Ctrl-C stops.")
-            with Live(_result_table([], title), console=out, auto_refresh=False) as live:
+            with Live(render.watch_table([], title), console=out, auto_refresh=False) as live:
 
                 def show(done: Handled) -> None:
                     latest.append(done)
                     del latest[:-LIVE_ROWS]
-                    live.update(_result_table(latest, title), refresh=True)
+                    live.update(render.watch_table(latest, title), refresh=True)
 
                 summary = watch_folder(
                     folder, service, history, section, machine=machine, on_handled=show
@@ -201,29 +178,4 @@ def history(
         rows = [(e.id, e.iso_time, *e.row()) for e in entries]
         sys.stdout.write(csv_text(rows, header=header))
         return
-    table = Table(title=f"History in {section.db}", caption=f"{len(entries)} result(s)")
-    for name in (
-        "time (UTC)",
-        "source",
-        "file",
-        "machine",
-        "section",
-        "score",
-        "threshold",
-        "decision",
-        "run",
-    ):
-        table.add_column(name, justify="right" if name in ("score", "threshold") else "left")
-    for e in entries:
-        table.add_row(
-            e.iso_time,
-            e.source,
-            e.file,
-            e.machine,
-            e.section,
-            f"{e.score:.4g}",
-            f"{e.threshold:.4g}" if e.threshold is not None else "n/a",
-            "[red bold]anomaly[/]" if e.decision else "normal",
-            e.run,
-        )
-    out.print(table)
+    out.print(render.history_table(entries, section.db))

@@ -28,10 +28,13 @@ from asdcli.display import fmt, params_text, seconds_text
 if TYPE_CHECKING:
     from asdcli.evaluate import EvalResult
     from asdcli.featurize import FeaturizeSummary
+    from asdcli.monitor.history import Entry as HistoryEntry
+    from asdcli.monitor.watch import Handled
     from asdcli.report import Comparison, RunRow
     from asdcli.score import ScoreResult
     from asdcli.synth import SynthSummary
     from asdcli.train import TrainResult
+    from asdcli.tune.study import StudyRow, TuneResult
 
 
 def evaluation_table(result: EvalResult) -> Table:
@@ -315,3 +318,117 @@ def print_evaluation(result: EvalResult, out: Console) -> None:
     out.print(
         f"Metrics in {result.metrics_json}; figures in {result.metrics_json.parent / 'figures'}"
     )
+
+
+# --- asd watch, asd history, asd tune
+
+# Complete trials `asd tune` lists, best first.
+TRIALS_SHOWN = 5
+
+
+def watch_table(rows: list[Handled], title: str) -> Table:
+    """The latest handled files of `asd watch`, newest last."""
+    table = Table(title=title)
+    for name, justify in (
+        ("file", "left"),
+        ("machine", "left"),
+        ("section", "left"),
+        ("score", "right"),
+        ("threshold", "right"),
+        ("decision", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for h in rows:
+        r = h.result
+        if r is None:
+            table.add_row(str(h.path.name), "", "", "", "", f"[yellow]skipped:[/] {h.error}")
+            continue
+        decision = "[red bold]anomaly[/]" if r.decision else "[green]normal[/]"
+        threshold = f"{r.threshold:.4g}" if r.threshold is not None else "n/a"
+        table.add_row(r.file, r.machine, r.section, f"{r.score:.4g}", threshold, decision)
+    return table
+
+
+def history_table(entries: list[HistoryEntry], db: Path | str) -> Table:
+    """`asd history`: the recorded results, oldest first."""
+    table = Table(title=f"History in {db}", caption=f"{len(entries)} result(s)")
+    for name in (
+        "time (UTC)",
+        "source",
+        "file",
+        "machine",
+        "section",
+        "score",
+        "threshold",
+        "decision",
+        "run",
+    ):
+        table.add_column(name, justify="right" if name in ("score", "threshold") else "left")
+    for e in entries:
+        table.add_row(
+            e.iso_time,
+            e.source,
+            e.file,
+            e.machine,
+            e.section,
+            f"{e.score:.4g}",
+            f"{e.threshold:.4g}" if e.threshold is not None else "n/a",
+            "[red bold]anomaly[/]" if e.decision else "normal",
+            e.run,
+        )
+    return table
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    def short(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{k.rpartition('.')[2]}={short(v)}" for k, v in params.items())
+
+
+def trials_table(result: TuneResult, top: int = TRIALS_SHOWN) -> Table:
+    """The best complete trials by search score, then the pruned and failed ones' count."""
+    complete = sorted(
+        (t for t in result.trials if t.state == "complete" and t.value is not None),
+        key=lambda t: (-(t.value or 0.0), t.number),
+    )
+    table = Table(
+        title=f"Study {result.study}: best {min(top, len(complete))} of {len(complete)} "
+        "complete trials",
+        caption="score: official score on the search clips",
+    )
+    for name, justify in (("trial", "right"), ("score", "right"), ("parameters", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("run", overflow="fold")
+    for t in complete[:top]:
+        table.add_row(
+            str(t.number),
+            fmt(t.value),
+            _params_text(t.params),
+            Path(t.run).name if t.run else "",
+        )
+    return table
+
+
+def studies_table(rows: list[StudyRow]) -> Table:
+    """`asd report`'s list of studies: trials by state, best search score, holdout score."""
+    table = Table(title="Studies (asd tune)")
+    table.add_column("study")
+    table.add_column("detector")
+    for name in ("complete", "pruned", "failed", "running", "best trial", "search", "holdout"):
+        table.add_column(name, justify="right")
+    table.add_column("started")
+    for r in rows:
+        table.add_row(
+            r.name,
+            r.detector or "?",
+            str(r.complete),
+            str(r.pruned),
+            str(r.failed),
+            str(r.running),
+            "" if r.best_trial is None else str(r.best_trial),
+            fmt(r.best_value),
+            fmt(r.holdout_value),
+            r.started or "",
+        )
+    return table

@@ -47,7 +47,7 @@ def report(
 
 def _studies(settings: Settings) -> Table | None:
     """The `asd tune` studies beside the runs, when there are any (optuna loads only then)."""
-    from asdcli.cli.tune import default_storage, studies_table
+    from asdcli.cli.tune import default_storage
 
     storage = default_storage(settings)
     if "://" not in storage and not Path(storage).is_file():
@@ -55,4 +55,4 @@ def _studies(settings: Settings) -> Table | None:
     from asdcli.tune.study import list_studies
 
     rows = list_studies(storage)
-    return studies_table(rows) if rows else None
+    return render.studies_table(rows) if rows else None

@@ -1,17 +1,17 @@
-"""``asd tune DETECTOR``: the command, and the tables it and `asd report` show.
+"""``asd tune DETECTOR``: the command.
 
-Thin: the flags in, :func:`asdcli.tune.study.run_study`, its result rendered with rich. The
-study listing of `asd report` is :func:`asdcli.tune.study.list_studies` (rows), drawn by
-:func:`studies_table`; :func:`default_storage` is the storage it reads by default.
+Thin: the flags in, :func:`asdcli.tune.study.run_study`, its result drawn by
+:func:`asdcli.cli.render.trials_table`. The study listing of `asd report` is
+:func:`asdcli.tune.study.list_studies` (rows), drawn by :func:`asdcli.cli.render.studies_table`;
+:func:`default_storage` is the storage it reads by default.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from asdcli.cli import render
 from asdcli.cli.common import err, help_default, out, resolve_settings
@@ -20,10 +20,9 @@ from asdcli.display import fmt
 if TYPE_CHECKING:
     from asdcli.settings import Settings
     from asdcli.tune.objective import TrialRow
-    from asdcli.tune.study import StudyRow, TuneResult
+    from asdcli.tune.study import TuneResult
 
 FLAGS = {"paths.store": "store", "paths.runs": "runs"}
-TOP = 5
 
 
 def tune(
@@ -133,7 +132,7 @@ def print_result(result: TuneResult) -> None:
         render.warn(err, note, "note")
     out.print(result.objective, highlight=False, soft_wrap=True)
     if result.trials:
-        out.print(trials_table(result))
+        out.print(render.trials_table(result))
     states = [t.state for t in result.trials if not t.surplus]
     lines = [
         f"Study {result.study} ({result.storage}): {states.count('complete')} complete, "
@@ -167,63 +166,8 @@ def print_result(result: TuneResult) -> None:
         )
 
 
-def _params_text(params: dict[str, Any]) -> str:
-    def short(value: Any) -> str:
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-    return ", ".join(f"{k.rpartition('.')[2]}={short(v)}" for k, v in params.items())
-
-
-def trials_table(result: TuneResult, top: int = TOP) -> Table:
-    """The best complete trials by search score, then the pruned and failed ones' count."""
-    complete = sorted(
-        (t for t in result.trials if t.state == "complete" and t.value is not None),
-        key=lambda t: (-(t.value or 0.0), t.number),
-    )
-    table = Table(
-        title=f"Study {result.study}: best {min(top, len(complete))} of {len(complete)} "
-        "complete trials",
-        caption="score: official score on the search clips",
-    )
-    for name, justify in (("trial", "right"), ("score", "right"), ("parameters", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    table.add_column("run", overflow="fold")
-    for t in complete[:top]:
-        table.add_row(
-            str(t.number),
-            fmt(t.value),
-            _params_text(t.params),
-            Path(t.run).name if t.run else "",
-        )
-    return table
-
-
 def default_storage(settings: Settings) -> str:
     """The storage `asd tune` uses with these settings and no --storage (for `asd report`)."""
     from asdcli.tune.storage import storage_string
 
     return storage_string(settings, settings.tune)
-
-
-def studies_table(rows: list[StudyRow]) -> Table:
-    """`asd report`'s list of studies: trials by state, best search score, holdout score."""
-    table = Table(title="Studies (asd tune)")
-    table.add_column("study")
-    table.add_column("detector")
-    for name in ("complete", "pruned", "failed", "running", "best trial", "search", "holdout"):
-        table.add_column(name, justify="right")
-    table.add_column("started")
-    for r in rows:
-        table.add_row(
-            r.name,
-            r.detector or "?",
-            str(r.complete),
-            str(r.pruned),
-            str(r.failed),
-            str(r.running),
-            "" if r.best_trial is None else str(r.best_trial),
-            fmt(r.best_value),
-            fmt(r.holdout_value),
-            r.started or "",
-        )
-    return table
