@@ -33,7 +33,7 @@ from asdcli import metrics as M
 from asdcli import submission
 from asdcli.errors import DataError, RunError
 from asdcli.files import write_csv, write_json, write_png
-from asdcli.naming import parse_name
+from asdcli.naming import clip_key, parse_name
 from asdcli.runs import Run, load_run
 from asdcli.thresholds import compare_thresholds
 
@@ -184,11 +184,11 @@ def _run_thresholds(run: Run, notes: list[str]) -> dict[str, float]:
 
 
 def _only(sections: list[_Section], clips: Collection[str]) -> tuple[list[_Section], int]:
-    """``sections`` with only the clips named in ``clips`` (``machine/file``), sections left
-    empty dropped; and how many clips were left out."""
+    """``sections`` with only the clips named in ``clips`` (:func:`asdcli.naming.clip_key`),
+    sections left empty dropped; and how many clips were left out."""
     kept, left_out = [], 0
     for s in sections:
-        keep = np.array([f"{s.machine}/{f}" in clips for f in s.files], dtype=bool)
+        keep = np.array([clip_key(s.machine, f) in clips for f in s.files], dtype=bool)
         left_out += int((~keep).sum())
         if keep.any():
             kept.append(
@@ -243,9 +243,10 @@ def evaluate_run(
     figures : bool, default True
         Draw the figures in the run's figures folder.
     clips : collection of str, optional
-        Evaluate only these clips, named ``"<machine>/<file name>"`` (``asd tune`` passes its
-        search clips, so that a trial's metrics never include its holdout). The others are
-        left out, counted in ``counts["left_out"]`` and noted.
+        Evaluate only these clips, named ``"<machine>/<file name>"``
+        (:func:`asdcli.naming.clip_key`; ``asd tune`` passes its search clips, so that a
+        trial's metrics never include its holdout). The others are left out, counted in
+        ``counts["left_out"]`` and noted.
 
     Returns
     -------

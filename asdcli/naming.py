@@ -70,6 +70,12 @@ class ClipInfo:
         return self.label == "anomaly"
 
 
+def clip_key(machine: str, name: str) -> str:
+    """A clip's name across a data set: ``"fan/section_00_source_test_normal_0001.wav"``
+    (DCASE submission files name clips by file name within a machine type)."""
+    return f"{machine}/{name}"
+
+
 def parse_attributes(text: str) -> dict[str, str]:
     """``"vel_12_loc_A"`` -> ``{"vel": "12", "loc": "A"}``.
 

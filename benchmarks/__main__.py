@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "platform": platform.platform(),
         },
         "quick": q,
@@ -729,7 +729,7 @@ def _md(columns: tuple[str, ...], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The processor's name as Linux reports it ("" elsewhere): runs on different hardware
     differ by more than their noise, so each run says where it ran."""
     try:

@@ -208,17 +208,13 @@ def rank(done: dict[str, Path], work: Path, console: Console) -> list[dict[str, 
 
 def _meta(quick: bool) -> dict[str, Any]:
     from asdcli.runs import library_versions
-    from benchmarks.__main__ import _cpu_model
 
     return {
         "command": ("OMP_NUM_THREADS=1 " if _torch_threads() == 1 else "")
         + "python -m benchmarks.ranking"
         + (" --quick" if quick else ""),
         "epochs": QUICK_EPOCHS if quick else EPOCHS,
-        # The processor's name: floating-point results, and so the scores, differ between
-        # processors (platform.processor() says only "x86_64" on Linux).
-        "machine": f"{_cpu_model() or platform.machine()}, {_cpus()} CPU cores, "
-        f"{_torch_threads()} torch thread(s)",
+        "machine": machine_line(),
         "versions": library_versions(),
     }
 
@@ -274,6 +270,18 @@ def write_real(
     )
     (out / "ranking_real.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     console.print(f"Wrote {out / 'ranking_real.md'} and {out / 'ranking_real.json'}")
+
+
+def machine_line() -> str:
+    """``"AMD EPYC, 2 CPU cores, 1 torch thread(s)"``: the processor by name, because
+    floating-point results, and so the scores, differ between processors
+    (``platform.processor()`` says only "x86_64" on Linux)."""
+    from benchmarks.__main__ import cpu_model
+
+    return (
+        f"{cpu_model() or platform.machine()}, {_cpus()} CPU cores, "
+        f"{_torch_threads()} torch thread(s)"
+    )
 
 
 def _cpus() -> int:

@@ -86,12 +86,12 @@ def side_env(tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(libs)}
 
 
-def side_python(tree: Path, code: str) -> str:
-    """Run ``code`` as ``tree``'s side would (``python -S``, :func:`side_env`); its stdout."""
+def side_run(tree: Path, code: str, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    """Run ``code`` in a process of ``tree``'s side (``python -S``, :func:`side_env`);
+    ``kwargs`` go to :func:`subprocess.run`."""
     return subprocess.run(
-        [sys.executable, "-S", "-c", code],
-        cwd=tree, env=side_env(tree), capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [sys.executable, "-S", "-c", code], cwd=tree, env=side_env(tree), **kwargs
+    )
 
 
 def run_side(tree: Path, work: Path, data: Path, quick: bool, seed: int, log: Path) -> Path:
@@ -106,10 +106,7 @@ def run_side(tree: Path, work: Path, data: Path, quick: bool, seed: int, log: Pa
         f"import sys\nimport benchmarks.ranking as r\nr.SEED = {seed}\nsys.exit(r.main({args!r}))"
     )
     with log.open("w") as fh:
-        done = subprocess.run(
-            [sys.executable, "-S", "-c", code],
-            cwd=tree, env=side_env(tree), stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        done = side_run(tree, code, stdout=fh, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise BenchmarkError(f"the ranking of {tree} failed (exit {done.returncode}); see {log}")
     return out
@@ -240,13 +237,8 @@ def _run(
             f"{work} holds an earlier run ({(earlier or [work / 'reference'])[0].name}); "
             "pass a new --work folder."
         )
-    import platform
-
-    import torch
-
     from asdcli.synth import synthesize
-    from benchmarks.__main__ import _cpu_model
-    from benchmarks.ranking import DATASET, QUICK_DATASET, SEED
+    from benchmarks.ranking import DATASET, QUICK_DATASET, SEED, machine_line
 
     trees = {SIDES[0]: work / "reference", SIDES[1]: REPO}
     reference = export_tree(REPO, args.against, trees[SIDES[0]])
@@ -279,8 +271,7 @@ def _run(
         + (f" --rounds {args.rounds}" if args.rounds != 2 else "")
         + (f" --seed {args.seed}" if args.seed else "")
         + (" --quick" if args.quick else ""),
-        "machine": f"{_cpu_model() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{torch.get_num_threads()} torch thread(s)",
+        "machine": machine_line(),
         "date": time.strftime("%Y-%m-%d"),
         "reference": reference,
         "checkout": checkout,

@@ -1,6 +1,6 @@
 """The benchmark's report (`python -m benchmarks`): what it says about where it ran."""
 
-from benchmarks.__main__ import _cpu_model, load_warning, markdown
+from benchmarks.__main__ import cpu_model, load_warning, markdown
 
 
 def test_the_report_names_the_machine_and_warns_of_background_load():
@@ -21,10 +21,10 @@ def test_the_cpu_model_is_read_from_linux(tmp_path):
         "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Example CPU @ 2.30GHz\n"
         "\nprocessor\t: 1\nmodel name\t: Example CPU @ 2.30GHz\n"
     )
-    assert _cpu_model(info) == "Example CPU @ 2.30GHz"
+    assert cpu_model(info) == "Example CPU @ 2.30GHz"
     info.write_text("processor\t: 0\nvendor_id\t: ARM\n")  # no model name line
-    assert _cpu_model(info) == ""
-    assert _cpu_model(tmp_path / "missing") == ""
+    assert cpu_model(info) == ""
+    assert cpu_model(tmp_path / "missing") == ""
 
 
 def test_the_report_shows_how_far_the_interleaved_runs_lay_apart():

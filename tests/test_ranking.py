@@ -9,7 +9,7 @@ import pytest
 from conftest import make_dataset
 
 from benchmarks import ranking
-from benchmarks.__main__ import _cpu_model
+from benchmarks.__main__ import cpu_model
 
 
 @pytest.mark.slow
@@ -35,7 +35,7 @@ def test_ranking_on_data_folders_writes_one_table_per_set_and_a_summary(tmp_path
     result = json.loads((out / "ranking_real.json").read_text())
     assert set(result["sets"]) == {"set_a", "set_b"}
     # The processor by name (scores differ between processors), not only "x86_64".
-    assert result["meta"]["machine"].split(",")[0] == (_cpu_model() or platform.machine())
+    assert result["meta"]["machine"].split(",")[0] == (cpu_model() or platform.machine())
     for rows in result["sets"].values():
         assert sorted(r["detector"] for r in rows) == ["gmm", "knn"]
         assert all(0.0 <= r["official"] <= 1.0 for r in rows)

@@ -44,13 +44,17 @@ def test_export_tree_says_what_to_do_about_a_missing_commit(tmp_path):
     assert not (tmp_path / "ref").exists()
 
 
+def _stdout(tree, code):
+    return training.side_run(tree, code, capture_output=True, text=True, check=True).stdout
+
+
 def test_a_side_imports_the_package_of_its_own_tree(tmp_path):
     # The test environment has asdcli installed in editable mode from this checkout: a side
     # must still get the tree's package, or the reference would time this checkout's code.
     tree = tmp_path / "tree"
     (tree / "asdcli").mkdir(parents=True)
     (tree / "asdcli" / "__init__.py").write_text("WHERE = 'the tree'\n")
-    out = training.side_python(tree, "import asdcli, numpy; print(asdcli.WHERE, asdcli.__file__)")
+    out = _stdout(tree, "import asdcli, numpy; print(asdcli.WHERE, asdcli.__file__)")
     assert out.startswith("the tree ") and out.split()[-1].startswith(str(tree))
     # A module only this checkout has must not be found: without `python -S` the editable
     # install's finder serves it from the checkout.
@@ -58,7 +62,7 @@ def test_a_side_imports_the_package_of_its_own_tree(tmp_path):
         "try:\n import asdcli.allocator as m\n print(m.__file__)\n"
         "except ImportError:\n print('absent')"
     )
-    assert training.side_python(tree, probe).strip() == "absent"
+    assert _stdout(tree, probe).strip() == "absent"
 
 
 def _rounds(ref_epochs, new_epochs, ref_official=0.5, new_official=0.5):

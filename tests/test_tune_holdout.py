@@ -9,8 +9,9 @@ import pytest
 import scipy.stats
 from sklearn.metrics import roc_auc_score
 
+from asdcli.naming import clip_key
 from asdcli.store import ClipRecord
-from asdcli.tune.holdout import ClipScore, clip_key, split_holdout, subset_score
+from asdcli.tune.holdout import ClipScore, split_holdout, subset_score
 
 
 def records(prefix: str = "/data") -> list[ClipRecord]:

@@ -3,9 +3,9 @@
 The objective of `asd tune` is the official score on the store's labelled test clips, as DCASE
 development sets are used. :func:`split_holdout` first sets a share of them aside, stratified
 by machine type, section, domain and label, so the best trial can be scored at the end on clips
-that did not guide the search. Clips are named ``machine/file name`` (:func:`clip_key`), which
-the submission files keep unique, so the split is the same on every machine that holds the
-same data, wherever its folders are.
+that did not guide the search. Clips are named ``machine/file name``
+(:func:`asdcli.naming.clip_key`), which the submission files keep unique, so the split is the
+same on every machine that holds the same data, wherever its folders are.
 
 :func:`subset_score` computes the DCASE metrics (:mod:`asdcli.metrics`) of one run over a
 subset of its scored clips.
@@ -24,16 +24,12 @@ import numpy as np
 
 from asdcli import metrics as M
 from asdcli.errors import RunError
+from asdcli.naming import clip_key
 from asdcli.runs import Run
 from asdcli.score import CLIP_TABLE, CLIP_TABLE_HEADER
 from asdcli.store import ClipRecord
 
 LABELS = ("normal", "anomaly")
-
-
-def clip_key(machine: str, name: str) -> str:
-    """How the holdout names a clip: ``"fan/section_00_source_test_normal_0001.wav"``."""
-    return f"{machine}/{name}"
 
 
 @dataclass(frozen=True)
