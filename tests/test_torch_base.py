@@ -85,6 +85,34 @@ def test_dropout_keeps_1_minus_p_scaled_is_seeded_and_off_in_eval():
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 1001, 2**16 + 3])
+@pytest.mark.parametrize("seed", [0, 12345, 2**61 + 7])
+def test_uint16_draws_are_the_generators_bytes(n: int, seed: int):
+    from asdcli.detectors.torch_base import _uint16_draws
+
+    got = _uint16_draws(np.random.default_rng(seed), n)
+    want = np.frombuffer(np.random.default_rng(seed).bytes(2 * n), dtype="<u2")
+    assert got.shape == (n,) and np.array_equal(got, want)
+
+
+def test_dropout_masks_are_the_ones_drawn_from_the_generators_bytes():
+    """The masks (so conv-ae's training) did not change with the faster draws: the mask of a
+    seeded call is the one the bytes of its generator give."""
+    import torch
+
+    from asdcli.detectors.torch_base import Dropout
+
+    x = torch.rand(4, 8, 16, 8) + 0.5
+    torch.manual_seed(11)
+    got = Dropout(0.3).train()(x)
+    torch.manual_seed(11)
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+    bits = np.frombuffer(rng.bytes(2 * x.numel()), dtype=np.uint16).reshape(x.shape)
+    threshold = round(0.7 * 2**16)
+    want = x * torch.from_numpy((bits < threshold).astype(np.float32) * (2**16 / threshold))
+    assert torch.equal(got, want)
+
+
 @pytest.mark.parametrize("name", ["conv-ae", "emb-knn"])
 def test_channels_last_models_save_contiguous_weights_and_load_to_the_same_scores(
     name, tmp_path: Path

@@ -111,11 +111,22 @@ class Dropout(nn.Dropout):
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
             x = x.contiguous()
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        bits = np.frombuffer(rng.bytes(2 * x.numel()), dtype=np.uint16)
+        bits = _uint16_draws(rng, x.numel())
         keep = (bits < threshold).astype(np.float32) * np.float32(2**16 / threshold)
         # The mask in x's own memory layout (channels-last or not): a dense elementwise product.
         mask = torch.from_numpy(keep).as_strided(x.shape, x.stride())
         return x.mul_(mask) if self.inplace else x * mask
+
+
+def _uint16_draws(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` 16-bit draws, the same as ``np.frombuffer(rng.bytes(2 * n), "<u2")``, 4x faster.
+
+    ``Generator.bytes`` draws 32-bit integers (for PCG64, the low then the high half of each
+    64-bit output) and copies them three times; the raw 64-bit outputs read as little-endian
+    16-bit words are the same sequence (``tests/test_torch_base.py`` checks it).
+    """
+    raw = rng.bit_generator.random_raw(-(-n // 4))
+    return raw.astype("<u8", copy=False).view("<u2")[:n]
 
 
 def _seed_everything(seed: int) -> None:
