@@ -113,6 +113,52 @@ def test_dropout_masks_are_the_ones_drawn_from_the_generators_bytes():
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize(
+    ("shape", "channels_last"),
+    [((4, 16, 8, 6), True), ((3, 5, 7, 4), True), ((2, 3, 5, 3), False), ((2, 8, 1, 1), True)],
+)
+def test_conv_aes_last_layer_is_a_transposed_convolution(shape, channels_last: bool):
+    """Same outputs and gradients as nn.ConvTranspose2d with the same parameters (odd sizes,
+    a 1x1 input, either memory layout), and the same state_dict keys."""
+    import torch
+    from torch import nn
+
+    from asdcli.detectors.conv_ae import ToOneChannel
+
+    torch.manual_seed(0)
+    layer = ToOneChannel(shape[1])
+    ref = nn.ConvTranspose2d(shape[1], 1, 3, stride=2, padding=1, output_padding=1)
+    ref.load_state_dict(layer.state_dict())
+    assert layer.state_dict().keys() == ref.state_dict().keys()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(*shape).contiguous(memory_format=fmt).requires_grad_()
+    grad = torch.randn(shape[0], 1, 2 * shape[2], 2 * shape[3])
+    got = layer(x)
+    want = ref(x)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.backward(grad)
+    gx, x.grad = x.grad, None
+    want.backward(grad)
+    torch.testing.assert_close(gx, x.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_aes_last_layer_passes_gradcheck():
+    import torch
+
+    from asdcli.detectors.conv_ae import _ToOneChannel
+
+    torch.manual_seed(1)
+    args = (
+        torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True),
+        torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True),
+        torch.randn(1, dtype=torch.float64, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(_ToOneChannel.apply, args)
+
+
 @pytest.mark.parametrize("name", ["conv-ae", "emb-knn"])
 def test_channels_last_models_save_contiguous_weights_and_load_to_the_same_scores(
     name, tmp_path: Path
