@@ -341,7 +341,11 @@ class TorchDetector(Detector):
         epoch's weights, also after Ctrl-C (interrupted before any epoch finished, the partly
         trained weights are kept)."""
         tp = self.train
-        optimiser = torch.optim.Adam(trainable.parameters(), lr=tp.learning_rate)
+        # Fused: one pass per parameter instead of a dozen. Measured on a 2-core EPYC, 1
+        # thread, batch 64: a fc-ae step (39 M parameters) 685 -> 372 ms, conv-ae's (4.4 M)
+        # 270 -> 264 ms. The update agrees with the default one to float32 rounding.
+        fused = True if self.device_.type in ("cpu", "cuda") else None
+        optimiser = torch.optim.Adam(trainable.parameters(), lr=tp.learning_rate, fused=fused)
         rng = np.random.default_rng(tp.seed)
         self._aug_rng = np.random.default_rng(tp.seed + 1)
         best, best_state, waited = np.inf, None, 0
