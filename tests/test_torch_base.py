@@ -184,3 +184,46 @@ def test_channels_last_models_save_contiguous_weights_and_load_to_the_same_score
     conv = next(p for p in back.module_.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_array_equal(back.score(feats, clips), det.score(feats, clips))
+
+
+def test_training_uses_fused_adam_on_cpu_and_it_trains_like_the_default_adam(monkeypatch):
+    import torch
+
+    from asdcli.detectors import torch_base
+
+    made: list[object] = []
+
+    class Recording(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            made.append(kw.get("fused"))
+            super().__init__(params, **kw)
+
+    class Default(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            kw.pop("fused", None)
+            super().__init__(params, **kw)
+
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(size=(16, 40)).astype(np.float32) for _ in range(6)]
+
+    def fit(adam: type, lr: float = 1e-3) -> list[np.ndarray]:
+        monkeypatch.setattr(torch_base.torch.optim, "Adam", adam)
+        small = {"frames": 2, "hidden": [32, 16], "bottleneck": 8}
+        det = get_detector("fc-ae")(
+            small,
+            TrainParams(epochs=1, batch_size=1024, learning_rate=lr, device="cpu", val_split=0),
+        )
+        det.fit(feats, None)
+        return [p.detach().numpy().copy() for p in det.module_.parameters()]
+
+    def gap(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+        return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+    fused, default = fit(Recording), fit(Default)
+    assert made == [True]  # the training loop asked for the fused kernel
+    # One batch: the same update to float32 rounding, where Adam's first step moves each
+    # weight by about the learning rate, so doubling it moves them 1e-3 further. (Over many
+    # steps the two drift apart: Adam divides by the gradients' root mean square, which
+    # amplifies rounding where that is tiny.)
+    assert gap(fused, default) < 1e-6
+    assert gap(fused, fit(Default, lr=2e-3)) > 5e-4
