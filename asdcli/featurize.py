@@ -271,21 +271,27 @@ def layout_warnings(
 Result = tuple[str, dict[str, Any] | None, int | str]  # (path, audio facts, frames or error)
 
 
+Computed = tuple[list[Result], np.ndarray | None]  # a task's results, and frames
+
+
 def _compute(files: Sequence[str], settings_json: str, frames_path: str) -> list[Result]:
     """Worker task: read and featurize ``files``, save the frames of those that could be read
     one after another to ``frames_path`` (a journal batch's ``.npy``, in the store's
     ``(frames, n_mels)`` layout); (path, audio facts, number of frames or error), in order.
 
     Writing the frames here, not returning them, keeps 160 KB per 10-s clip out of the pipe
-    between processes and spreads the store's writing over every worker.
+    between processes and spreads the store's writing over every worker (measured: returning
+    them cost this process more in unpickling than reading the file back).
     """
-    return _compute_frames(files, settings_json, frames_path)[0]
+    results, frames = _compute_frames(files, settings_json)
+    if frames is not None:
+        save_frames(Path(frames_path), frames)
+    return results
 
 
-def _compute_frames(
-    files: Sequence[str], settings_json: str, frames_path: str
-) -> tuple[list[Result], np.ndarray | None]:
-    """:func:`_compute`, also returning the frames it saved (None: no readable file)."""
+def _compute_frames(files: Sequence[str], settings_json: str) -> Computed:
+    """:func:`_compute` without the saving: the results, and the frames (None: no readable
+    file)."""
     fs = FeatureSettings.model_validate_json(settings_json)
     out: list[Result] = []
     blocks: list[np.ndarray] = []  # (frames, n_mels) views, in file order
@@ -319,7 +325,6 @@ def _compute_frames(
     # Into a C-ordered array: concatenating transposed views would give a Fortran-ordered one.
     frames = np.empty((sum(len(b) for b in blocks), fs.n_mels), dtype=np.float32)
     np.concatenate(blocks, out=frames)
-    save_frames(Path(frames_path), frames)
     return out, frames
 
 
@@ -340,29 +345,67 @@ def _ready() -> None:
     NumPy, SciPy and soundfile), about 0.5 s after it starts."""
 
 
+# A task computed by this process: its frames file, results, frames, and the write of the
+# frames to the journal (None: nothing to write).
+_Own = tuple[Path, list[Result], np.ndarray | None, "Future[None] | None"]
+
+
 def _results(
     tasks: list[list[str]], settings_json: str, workers: int, reserve: Callable[[], Path]
 ) -> Generator[tuple[Path, list[Result], np.ndarray | None], None, None]:
     """Every task's ``(frames file, results, frames if computed here)``, in task order, computed
-    by ``workers``
-    processes: this one and ``workers - 1`` helpers; ``reserve()`` names each task's frames
-    file when the task is handed out.
+    by ``workers`` processes: this one and ``workers - 1`` helpers; ``reserve()`` names each
+    task's frames file when the task is handed out. A task comes once its frames are in the file.
 
-    Tasks are handed out in order, at most ``TASKS_AHEAD`` per helper. Whenever the oldest task
-    is not back yet (also while the helpers are still starting), this process computes the next
-    task itself instead of waiting: it is never idle, and a helper's start-up costs nothing.
+    This process's own tasks are written to the journal by a thread while it computes on (with
+    direct I/O the write waits for the disk, see :func:`asdcli.store.save_frames`). Tasks are
+    handed out in order, at most ``TASKS_AHEAD`` per helper. Whenever the oldest task is not
+    ready yet (also while the helpers are still starting), this process computes the next task
+    itself instead of waiting: it is never idle, and a helper's start-up costs nothing.
     """
+    from concurrent.futures import ThreadPoolExecutor
 
-    def own(task: list[str]) -> tuple[Path, list[Result], np.ndarray | None]:
+    journal = ThreadPoolExecutor(1, thread_name_prefix="asd-journal")
+
+    def own(task: list[str]) -> _Own:
         path = reserve()
-        return path, *_compute_frames(task, settings_json, str(path))
+        results, frames = _compute_frames(task, settings_json)
+        saving = journal.submit(save_frames, path, frames) if frames is not None else None
+        return path, results, frames, saving
 
-    if workers <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            yield own(t)
-        return
-    yield own(tasks[0])  # before starting helpers: the first clips come as soon as possible
-    tasks = tasks[1:]
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            last: _Own | None = None
+            for t in tasks:  # the previous task is written while this one is computed
+                following = own(t)
+                if last is not None:
+                    yield _saved(last)
+                last = following
+            if last is not None:
+                yield _saved(last)
+            return
+        yield _saved(own(tasks[0]))  # before starting helpers: the first clips come at once
+        yield from _with_helpers(tasks[1:], settings_json, workers, reserve, own)
+    finally:
+        journal.shutdown(wait=True, cancel_futures=True)  # no write outlives featurize
+
+
+def _saved(task: _Own) -> tuple[Path, list[Result], np.ndarray | None]:
+    """``task`` once its frames are written (a failed write, e.g. a full disk, raises here)."""
+    path, results, frames, saving = task
+    if saving is not None:
+        saving.result()
+    return path, results, frames
+
+
+def _with_helpers(
+    tasks: list[list[str]],
+    settings_json: str,
+    workers: int,
+    reserve: Callable[[], Path],
+    own: Callable[[list[str]], _Own],
+) -> Generator[tuple[Path, list[Result], np.ndarray | None], None, None]:
+    """:func:`_results` of ``tasks`` with ``workers - 1`` helper processes."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -372,18 +415,15 @@ def _results(
     pool = ProcessPoolExecutor(helpers, mp_context=ctx, initializer=_init_worker)
     try:
         starting = [pool.submit(_ready) for _ in range(helpers)]
-        # In task order: a helper's (frames file, future), or a task computed here (with its
-        # frames, still in memory).
-        queue: deque[
-            tuple[Path, Future[list[Result]]] | tuple[Path, list[Result], np.ndarray | None]
-        ] = deque()
+        # In task order: a helper's (frames file, future), or a task computed here.
+        queue: deque[tuple[Path, Future[list[Result]]] | _Own] = deque()
         following = 0  # the next task to hand out
         while queue or following < len(tasks):
             if starting and all(f.done() for f in starting):
                 for f in starting:
                     f.result()  # a helper that failed to start raises here
                 starting = []
-            sent = sum(isinstance(q[1], Future) for q in queue)
+            sent = sum(len(q) == 2 for q in queue)
             while not starting and following < len(tasks) and sent < helpers * TASKS_AHEAD:
                 path = reserve()
                 task = pool.submit(_compute, tasks[following], settings_json, str(path))
@@ -391,7 +431,12 @@ def _results(
                 following += 1
                 sent += 1
             head = queue[0] if queue else None
-            waiting = head is None or (isinstance(head[1], Future) and not head[1].done())
+            if head is None:
+                waiting = True
+            elif len(head) == 2:
+                waiting = not head[1].done()
+            else:
+                waiting = head[3] is not None and not head[3].done()
             room = len(queue) < helpers * TASKS_AHEAD + OWN_AHEAD
             if waiting and room and following < len(tasks):
                 queue.append(own(tasks[following]))
@@ -399,10 +444,10 @@ def _results(
                 continue
             assert head is not None
             queue.popleft()
-            if isinstance(head[1], Future):
+            if len(head) == 2:
                 yield head[0], head[1].result(), None  # the frames are in the file only
             else:
-                yield head
+                yield _saved(head)
     finally:
         # Not waiting: helpers still starting up (a short run) exit on their own. Frames of
         # tasks never adopted have no batch JSON: the next writer removes them.

@@ -89,6 +89,51 @@ def test_workers_give_the_same_store(tmp_path, monkeypatch):
             np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_journal_frames_are_written_by_a_thread_and_complete_before_a_batch_is_adopted(
+    tmp_path, monkeypatch, workers
+):
+    """The journal writes run beside the computing, never ahead of the batch's JSON: a slow
+    disk (each write 50 ms) must not let a batch be adopted before its frames are all there."""
+    import threading
+
+    import asdcli.store as store_module
+
+    data = make_dataset(tmp_path / "d", machines=("fan",), n_train=12, n_test=4)
+    monkeypatch.setattr(featurize_module, "TASK_FILES", 2)  # 8 tasks
+    real_save, real_adopt = featurize_module.save_frames, store_module.StoreWriter.adopt_batch
+    writers, adopted = [], []
+
+    def slow_save(path, frames):
+        writers.append(threading.current_thread().name)
+        time.sleep(0.05)
+        real_save(path, frames)
+
+    def checked_adopt(self, frames_path, records, frames=None):
+        on_disk = np.load(frames_path)
+        assert on_disk.shape == (sum(r.n_frames for r in records), FS.n_mels)
+        np.testing.assert_array_equal(on_disk, frames)
+        adopted.append(frames_path)
+        real_adopt(self, frames_path, records, frames)
+
+    monkeypatch.setattr(featurize_module, "save_frames", slow_save)
+    monkeypatch.setattr(store_module.StoreWriter, "adopt_batch", checked_adopt)
+    store = tmp_path / "f.h5"
+    assert featurize([data], FS, store, workers=workers).new == 16
+    assert len(adopted) == 8
+    # This process's tasks (at least the first) are written by its journal thread; a helper
+    # writes its own (this test's patch does not reach it).
+    assert 1 <= len(writers) <= 8 and (workers == 2 or len(writers) == 8)
+    assert all(name.startswith("asd-journal") for name in writers)
+    reference = tmp_path / "ref.h5"
+    monkeypatch.setattr(featurize_module, "save_frames", real_save)
+    featurize([data], FS, reference)
+    a, b = stored(store), stored(reference)
+    assert list(a) == list(b)
+    for path, (_, x) in a.items():
+        np.testing.assert_array_equal(x, b[path][1])
+
+
 def test_a_task_batches_equal_length_clips_and_keeps_the_order(tmp_path):
     d = tmp_path / "d" / "fan" / "train"
     files = []

@@ -311,3 +311,68 @@ def test_stored_clips_read_on_access_what_load_reads(tmp_path):
         w.add(rec(4, 1), feats(4, 1))
     with pytest.raises(StoreError, match="rewritten"):
         store.lazy("k", clips)[0]
+
+
+@pytest.mark.parametrize("shape", [(313, 128), (7, 40), (1, 3), (0, 128)])
+@pytest.mark.parametrize("direct", [True, False])
+def test_journal_frames_are_a_npy_whose_data_starts_on_a_block_with_or_without_direct_io(
+    tmp_path, monkeypatch, shape, direct
+):
+    if not direct:  # as on a file system without O_DIRECT (tmpfs) or another OS
+        monkeypatch.setattr(store_module, "_open_direct", lambda path, flags: None)
+    frames = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    path = tmp_path / "b.npy"
+    store_module.save_frames(path, frames[::1])  # any float32 (frames, n_mels) array
+    assert path.stat().st_size == store_module.FRAMES_HEADER + frames.nbytes  # no padding left
+    np.testing.assert_array_equal(np.load(path), frames)
+    np.testing.assert_array_equal(np.load(path, mmap_mode="r"), frames)  # as a merge reads it
+    with StoreWriter(tmp_path / "f.h5", "k", {"n_mels": shape[1]}) as w:
+        np.testing.assert_array_equal(w._read_frames(path), frames)
+        np.save(tmp_path / "plain.npy", frames)  # NumPy's own 128-byte header is read too
+        np.testing.assert_array_equal(w._read_frames(tmp_path / "plain.npy"), frames)
+        if frames.size:
+            (tmp_path / "cut.npy").write_bytes(path.read_bytes()[:-4])
+            with pytest.raises(ValueError, match="truncated"):
+                w._read_frames(tmp_path / "cut.npy")
+
+
+def test_journal_frames_use_direct_io_where_the_file_system_has_it(tmp_path):
+    """O_DIRECT where the file system takes it; else (tmpfs, /dev/full, no O_DIRECT) None."""
+    import fcntl
+    import os
+
+    fd = store_module._open_direct(tmp_path / "x.npy", os.O_WRONLY | os.O_CREAT)
+    if fd is None:
+        pytest.skip(f"{tmp_path} does not take O_DIRECT")
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+    finally:
+        os.close(fd)
+    assert store_module._open_direct(tmp_path, os.O_RDONLY) is None  # not a regular file
+
+
+def test_a_write_the_file_system_refuses_as_misaligned_is_done_normally(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    fd = store_module._open_direct(tmp_path / "probe", os.O_WRONLY | os.O_CREAT)
+    if fd is None:
+        pytest.skip(f"{tmp_path} does not take O_DIRECT")
+    os.close(fd)
+    real_write = os.write
+
+    def einval(fd, data):
+        import fcntl
+
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(store_module.os, "write", einval)
+    frames = np.arange(12, dtype=np.float32).reshape(3, 4)
+    store_module.save_frames(tmp_path / "b.npy", frames)
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), frames)
+    disk_full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(store_module.os, "write", lambda fd, data: (_ for _ in ()).throw(disk_full))
+    with pytest.raises(OSError, match="No space"):
+        store_module.save_frames(tmp_path / "c.npy", frames)  # a full disk is not retried
