@@ -318,7 +318,7 @@ def test_stored_clips_read_on_access_what_load_reads(tmp_path):
 def test_journal_frames_are_a_npy_whose_data_starts_on_a_block_with_or_without_direct_io(
     tmp_path, monkeypatch, shape, direct
 ):
-    if not direct:  # as on a file system without O_DIRECT (tmpfs) or another OS
+    if not direct:  # as on a file system without O_DIRECT (tmpfs before Linux 6.6) or another OS
         monkeypatch.setattr(store_module, "_open_direct", lambda path, flags: None)
     frames = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     path = tmp_path / "b.npy"
@@ -337,7 +337,7 @@ def test_journal_frames_are_a_npy_whose_data_starts_on_a_block_with_or_without_d
 
 
 def test_journal_frames_use_direct_io_where_the_file_system_has_it(tmp_path):
-    """O_DIRECT where the file system takes it; else (tmpfs, /dev/full, no O_DIRECT) None."""
+    """O_DIRECT where the file system takes it; else (old tmpfs, /dev/full, no O_DIRECT) None."""
     import fcntl
     import os
 
