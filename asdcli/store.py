@@ -451,8 +451,8 @@ def _aligned(nbytes: int) -> np.ndarray:
 
 
 def _open_direct(path: Path, flags: int) -> int | None:
-    """``path`` opened with O_DIRECT, or None where that is not possible (no O_DIRECT on
-    this OS, a file system without it (tmpfs before Linux 6.6), or not a regular file: /dev/full)."""
+    """``path`` opened with O_DIRECT, or None where that is not possible: no O_DIRECT on this
+    OS, a file system without it (tmpfs before Linux 6.6), or not a regular file (/dev/full)."""
     direct = getattr(os, "O_DIRECT", 0)
     if not direct:
         return None
