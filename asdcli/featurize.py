@@ -271,9 +271,6 @@ def layout_warnings(
 Result = tuple[str, dict[str, Any] | None, int | str]  # (path, audio facts, frames or error)
 
 
-Computed = tuple[list[Result], np.ndarray | None]  # a task's results, and frames
-
-
 def _compute(files: Sequence[str], settings_json: str, frames_path: str) -> list[Result]:
     """Worker task: read and featurize ``files``, save the frames of those that could be read
     one after another to ``frames_path`` (a journal batch's ``.npy``, in the store's
@@ -289,7 +286,9 @@ def _compute(files: Sequence[str], settings_json: str, frames_path: str) -> list
     return results
 
 
-def _compute_frames(files: Sequence[str], settings_json: str) -> Computed:
+def _compute_frames(
+    files: Sequence[str], settings_json: str
+) -> tuple[list[Result], np.ndarray | None]:
     """:func:`_compute` without the saving: the results, and the frames (None: no readable
     file)."""
     fs = FeatureSettings.model_validate_json(settings_json)
@@ -377,10 +376,10 @@ def _results(
         if workers <= 1 or len(tasks) <= 1:
             last: _Own | None = None
             for t in tasks:  # the previous task is written while this one is computed
-                following = own(t)
+                current = own(t)
                 if last is not None:
                     yield _saved(last)
-                last = following
+                last = current
             if last is not None:
                 yield _saved(last)
             return

@@ -435,16 +435,26 @@ def _frames_header(shape: tuple[int, int]) -> bytes:
     return magic + text + b" " * room + b"\n"
 
 
+def _whole_blocks(nbytes: int) -> int:
+    """``nbytes`` rounded up to whole blocks of :data:`FRAMES_HEADER` bytes (direct I/O reads
+    and writes nothing shorter)."""
+    return -(-nbytes // FRAMES_HEADER) * FRAMES_HEADER
+
+
+def _new_aligned(nbytes: int) -> np.ndarray:
+    """A new uint8 buffer of ``nbytes`` that starts on a block boundary (as direct I/O needs)."""
+    raw = np.empty(nbytes + FRAMES_HEADER, dtype=np.uint8)
+    start = -raw.ctypes.data % FRAMES_HEADER
+    return raw[start : start + nbytes]
+
+
 def _aligned(nbytes: int) -> np.ndarray:
-    """A page-aligned uint8 buffer of ``nbytes`` (rounded up to whole pages), reused by the
-    calling thread: a fresh one would be paged in at every write, which costs more than it
-    saves."""
-    nbytes = -(-nbytes // FRAMES_HEADER) * FRAMES_HEADER
+    """An aligned uint8 buffer of ``nbytes`` rounded up to whole blocks, reused by the calling
+    thread: a fresh one would be paged in at every write, which costs more than it saves."""
+    nbytes = _whole_blocks(nbytes)
     buf: np.ndarray | None = getattr(_direct_buffer, "buf", None)
     if buf is None or buf.nbytes < nbytes:
-        raw = np.empty(nbytes + FRAMES_HEADER, dtype=np.uint8)
-        start = -raw.ctypes.data % FRAMES_HEADER
-        buf = raw[start : start + nbytes]
+        buf = _new_aligned(nbytes)
         if nbytes <= _DIRECT_KEEP:
             _direct_buffer.buf = buf
     return buf[:nbytes]
@@ -498,7 +508,7 @@ def save_frames(path: Path, frames: np.ndarray) -> None:
     size = FRAMES_HEADER + frames.nbytes
     fd = _open_direct(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     if fd is not None:
-        buf = _aligned(size)  # whole blocks: direct I/O writes nothing shorter
+        buf = _aligned(size)
         buf[:FRAMES_HEADER] = np.frombuffer(header, dtype=np.uint8)
         buf[FRAMES_HEADER:size] = frames.reshape(-1).view(np.uint8)
         try:
@@ -536,11 +546,9 @@ def load_frames(path: Path, buffer: np.ndarray | None = None) -> tuple[np.ndarra
         fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        need = -(-size // FRAMES_HEADER) * FRAMES_HEADER  # whole blocks, for direct I/O
+        need = _whole_blocks(size)
         if buffer is None or buffer.nbytes < need:
-            raw = np.empty(need + FRAMES_HEADER, dtype=np.uint8)
-            start = -raw.ctypes.data % FRAMES_HEADER
-            buffer = raw[start : start + need]
+            buffer = _new_aligned(need)
         buf = buffer[:need]
         try:
             got = _read_into(fd, buf, size)

@@ -19,6 +19,7 @@ import pytest
 from conftest import make_dataset
 from typer.testing import CliRunner
 
+import asdcli.featurize as featurize_module
 import asdcli.store as store_module
 from asdcli.cli import app
 from asdcli.errors import UserError
@@ -184,3 +185,21 @@ def test_a_commit_that_cannot_fit_is_refused_before_hdf5_starts(
     # A file system that reports no size is not second-guessed.
     free.f_blocks = 0
     assert featurize([data], FS, path).cached == 20
+
+
+def test_a_full_disk_while_the_journal_thread_writes_frames_is_the_store_full_error(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frames of this process's tasks are written by a thread: its ENOSPC must still
+    reach the user as StoreFull, with the store as it was."""
+    path = tmp_path / "f.h5"
+    featurize([data / "fan"], FS, path)
+    before = contents(path)
+
+    def no_room(frames_path: Path, frames: np.ndarray) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(featurize_module, "save_frames", no_room)
+    with pytest.raises(StoreFull, match="is full: the store is intact"):
+        featurize([data], FS, path)
+    assert contents(path).keys() == before.keys()
