@@ -26,9 +26,10 @@ import numpy as np
 from asdcli.audio import AudioError, file_rate, read_audio
 from asdcli.errors import DataError
 from asdcli.features import logmel, min_samples, n_frames
+from asdcli.interrupts import ctrl_c_held
 from asdcli.naming import SPLITS, ClipInfo, name_split, parse_path
 from asdcli.settings import FeatureSettings
-from asdcli.store import ClipRecord, StoreWriter, ctrl_c_held, save_frames
+from asdcli.store import ClipRecord, StoreWriter, save_frames
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,6 @@ import fcntl
 import io
 import json
 import os
-import signal
 import stat
 import threading
 import time
@@ -54,6 +53,7 @@ import numpy as np
 
 from asdcli.errors import StoreError
 from asdcli.files import DiskFullError, is_disk_full
+from asdcli.interrupts import ctrl_c_held
 from asdcli.naming import ClipInfo
 from asdcli.settings import FeatureSettings
 
@@ -617,28 +617,6 @@ def _load_batch(path: Path) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
         json.loads(path.read_text()),
         np.load(path.with_suffix(".npy"), mmap_mode="r", allow_pickle=False),
     )
-
-
-@contextlib.contextmanager
-def ctrl_c_held() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it: the block is not cut short.
-
-    Only in the main thread (where Python handles signals); elsewhere the block runs as is.
-    The store is safe either way (a cut commit leaves the old file and the journal); holding
-    the signal keeps a commit, or a clip and its bookkeeping, whole, so an interrupted command
-    reports exactly what it saved.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and callable(previous):
-        previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
 
 
 class StoreWriter:

@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from asdcli.cli import config, data, demo, monitor, report, scoring, train, tune
 from asdcli.cli.common import err, quiet_stdout, state
 from asdcli.errors import UserError
+from asdcli.interrupts import keep_ctrl_c
 
 __all__ = ["COMMANDS", "app", "build_app", "invoked_command", "main"]
 
@@ -31,6 +32,7 @@ class _Group(TyperGroup):
     with the fix, faults of the tool 1 with a trace."""
 
     def invoke(self, ctx: Any) -> Any:
+        keep_ctrl_c()
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own: usage, exit codes

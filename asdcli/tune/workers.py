@@ -95,6 +95,9 @@ def _worker_process(plan: StudyPlan, threads: int, errors: Any) -> None:
     # on once; a worker that got it twice could be cut short while it marks its trial failed.
     os.setpgid(0, 0)
     from asdcli.allocator import keep_freed_memory
+    from asdcli.interrupts import keep_ctrl_c
+
+    keep_ctrl_c()  # the Ctrl-C the main process passes on must stop the trial
 
     keep_freed_memory()  # as `asd train` has it: a spawned process starts with glibc's defaults
     try:
