@@ -3,6 +3,7 @@ scores, per-machine shares of a joint model, the loss heads, and joint training 
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 
@@ -428,3 +429,42 @@ def test_small_batch_norm_on_one_thread_matches_batch_norm():
         assert torch.get_num_threads() == 2  # restored
     finally:
         torch.set_num_threads(threads)
+
+
+def test_network_pools_before_its_second_relu_with_the_same_outputs_and_gradients():
+    """The blocks run conv, BN, ReLU, conv, BN, pool, ReLU (in-place ReLUs): exactly what
+    conv, BN, ReLU, conv, BN, ReLU, pool computes, with the same state_dict keys (saved runs
+    load), on an odd size (ceil-mode pooling) and with ties and negative windows."""
+    from torch import nn
+
+    from asdcli.detectors.emb_knn.network import EmbeddingNet
+
+    torch.manual_seed(0)
+    net = EmbeddingNet(n_mels=13, channels=[4, 8], embedding=6)
+    net = net.to(memory_format=torch.channels_last)
+    layers = list(net.features)
+    kinds = [type(m).__name__ for m in layers[:7]]
+    assert kinds[5:7] == ["MaxPool2d", "ReLU"] and layers[6].inplace
+    reference = copy.deepcopy(net)
+    plain = []
+    for i in range(0, len(layers), 7):  # the textbook order: ReLU, then pool
+        block = [copy.deepcopy(m) for m in layers[i : i + 7]]
+        block[5], block[6] = nn.ReLU(), block[5]
+        plain += block
+    reference.features = nn.Sequential(*plain)
+    reference.load_state_dict(net.state_dict())  # same keys: it loads strictly
+    x = torch.randn(5, 1, 13, 11)
+    x[:, :, :4] = 0.5  # constant regions: ties in the pooling windows
+    x = x.contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for model in (net, reference):
+        model.train()
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    for a, b in zip(net.state_dict().values(), reference.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # running statistics too

@@ -159,6 +159,37 @@ def test_conv_aes_last_layer_passes_gradcheck():
     assert torch.autograd.gradcheck(_ToOneChannel.apply, args)
 
 
+def test_conv_ae_in_place_activations_train_as_out_of_place_ones():
+    """conv-ae's LeakyReLUs overwrite their input (the batch norm's output, which nothing else
+    needs): the same outputs and gradients as out-of-place ones, seeded dropout included."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from asdcli.detectors.conv_ae import ConvAutoencoderNet
+
+    torch.manual_seed(0)
+    net = ConvAutoencoderNet(20, 16, [4, 8], 6, dropout=0.3).to(memory_format=torch.channels_last)
+    reference = copy.deepcopy(net)
+    relus = [m for m in net.modules() if isinstance(m, nn.LeakyReLU)]
+    assert sum(m.inplace for m in relus) == 3  # after the batch norm of each (transposed) conv
+    for m in reference.modules():
+        if isinstance(m, nn.LeakyReLU):
+            m.inplace = False
+    x = torch.randn(3, 1, 20, 16).contiguous(memory_format=torch.channels_last)
+    outs, grads = [], []
+    for model in (net, reference):
+        model.train()
+        torch.manual_seed(1)  # the same dropout masks
+        out = model(x)
+        (out - x).square().mean().backward()
+        outs.append(out.detach())
+        grads.append([p.grad for p in model.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
 @pytest.mark.parametrize("name", ["conv-ae", "emb-knn"])
 def test_channels_last_models_save_contiguous_weights_and_load_to_the_same_scores(
     name, tmp_path: Path

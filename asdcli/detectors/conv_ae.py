@@ -120,7 +120,8 @@ class ConvAutoencoderNet(nn.Module):
             enc += [
                 nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
                 nn.BatchNorm2d(c_out),
-                nn.LeakyReLU(0.2),
+                # In place: a batch norm's backward needs its input, not its output.
+                nn.LeakyReLU(0.2, inplace=True),
                 Dropout(dropout),
             ]
         self.encoder = nn.Sequential(*enc)
@@ -136,7 +137,7 @@ class ConvAutoencoderNet(nn.Module):
             dec += [
                 nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
                 nn.BatchNorm2d(c_out),
-                nn.LeakyReLU(0.2),
+                nn.LeakyReLU(0.2, inplace=True),
                 Dropout(dropout),
             ]
         dec.append(ToOneChannel(back[-1]))

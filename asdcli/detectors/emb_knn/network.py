@@ -88,8 +88,10 @@ class EmbeddingNet(nn.Module):
     """``(B, 1, n_mels, frames) -> (B, embedding)`` (not normalised).
 
     Blocks of two 3x3 convolutions + BatchNorm + ReLU and a 2x2 max-pool, one block per entry
-    of ``channels``; then a pooling over time only (frequency position is kept: it is what
-    tells machines apart), a linear layer to the embedding and a BatchNorm. ``pooling``
+    of ``channels`` (the second ReLU runs after the pool: the same outputs and gradients, since
+    a max commutes with a ReLU, on a quarter of the values); then a pooling over time only
+    (frequency position is kept: it is what tells machines apart), a linear layer to the
+    embedding and a BatchNorm. ``pooling``
     ``"mean_max"`` concatenates the mean and the max over time (the max keeps short events
     that the mean dilutes).
     """
@@ -103,11 +105,11 @@ class EmbeddingNet(nn.Module):
             blocks += [
                 nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
                 SmallBatchNorm2d(c_out),
-                nn.ReLU(),
+                nn.ReLU(inplace=True),
                 nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
                 SmallBatchNorm2d(c_out),
-                nn.ReLU(),
                 nn.MaxPool2d(2, ceil_mode=True),
+                nn.ReLU(inplace=True),
             ]
             size = -(-size // 2)
         self.features = nn.Sequential(*blocks)
