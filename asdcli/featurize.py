@@ -345,9 +345,31 @@ def _ready() -> None:
     NumPy, SciPy and soundfile), about 0.5 s after it starts."""
 
 
-# A task computed by this process: its frames file, results, frames, and the write of the
-# frames to the journal (None: nothing to write).
-_Own = tuple[Path, list[Result], np.ndarray | None, "Future[None] | None"]
+@dataclass
+class _Task:
+    """A task handed out, and where its outcome comes from: a helper (``helper``, its results;
+    the helper wrote the frames file) or this process (``results``, ``frames``, and ``saving``:
+    the journal thread's write of the frames file, None when there is nothing to write)."""
+
+    path: Path  # its frames file
+    helper: Future[list[Result]] | None = None
+    results: list[Result] = field(default_factory=list)
+    frames: np.ndarray | None = None
+    saving: Future[None] | None = None
+
+    def ready(self) -> bool:
+        """Whether :meth:`outcome` would return without waiting."""
+        pending = self.helper if self.helper is not None else self.saving
+        return pending is None or pending.done()
+
+    def outcome(self) -> tuple[Path, list[Result], np.ndarray | None]:
+        """``(frames file, results, frames if computed here)`` once the frames are in the file
+        (a helper's error, or a failed write such as a full disk, raises here)."""
+        if self.helper is not None:
+            return self.path, self.helper.result(), None
+        if self.saving is not None:
+            self.saving.result()
+        return self.path, self.results, self.frames
 
 
 def _results(
@@ -367,35 +389,27 @@ def _results(
 
     journal = ThreadPoolExecutor(1, thread_name_prefix="asd-journal")
 
-    def own(task: list[str]) -> _Own:
+    def own(task: list[str]) -> _Task:
         path = reserve()
         results, frames = _compute_frames(task, settings_json)
         saving = journal.submit(save_frames, path, frames) if frames is not None else None
-        return path, results, frames, saving
+        return _Task(path, results=results, frames=frames, saving=saving)
 
     try:
         if workers <= 1 or len(tasks) <= 1:
-            last: _Own | None = None
+            last: _Task | None = None
             for t in tasks:  # the previous task is written while this one is computed
                 current = own(t)
                 if last is not None:
-                    yield _saved(last)
+                    yield last.outcome()
                 last = current
             if last is not None:
-                yield _saved(last)
+                yield last.outcome()
             return
-        yield _saved(own(tasks[0]))  # before starting helpers: the first clips come at once
+        yield own(tasks[0]).outcome()  # before starting helpers: the first clips come at once
         yield from _with_helpers(tasks[1:], settings_json, workers, reserve, own)
     finally:
         journal.shutdown(wait=True, cancel_futures=True)  # no write outlives featurize
-
-
-def _saved(task: _Own) -> tuple[Path, list[Result], np.ndarray | None]:
-    """``task`` once its frames are written (a failed write, e.g. a full disk, raises here)."""
-    path, results, frames, saving = task
-    if saving is not None:
-        saving.result()
-    return path, results, frames
 
 
 def _with_helpers(
@@ -403,7 +417,7 @@ def _with_helpers(
     settings_json: str,
     workers: int,
     reserve: Callable[[], Path],
-    own: Callable[[list[str]], _Own],
+    own: Callable[[list[str]], _Task],
 ) -> Generator[tuple[Path, list[Result], np.ndarray | None], None, None]:
     """:func:`_results` of ``tasks`` with ``workers - 1`` helper processes."""
     from concurrent.futures import ProcessPoolExecutor
@@ -415,39 +429,27 @@ def _with_helpers(
     pool = ProcessPoolExecutor(helpers, mp_context=ctx, initializer=_init_worker)
     try:
         starting = [pool.submit(_ready) for _ in range(helpers)]
-        # In task order: a helper's (frames file, future), or a task computed here.
-        queue: deque[tuple[Path, Future[list[Result]]] | _Own] = deque()
+        queue: deque[_Task] = deque()  # in task order, by a helper or computed here
         following = 0  # the next task to hand out
         while queue or following < len(tasks):
             if starting and all(f.done() for f in starting):
                 for f in starting:
                     f.result()  # a helper that failed to start raises here
                 starting = []
-            sent = sum(len(q) == 2 for q in queue)
+            sent = sum(t.helper is not None for t in queue)
             while not starting and following < len(tasks) and sent < helpers * TASKS_AHEAD:
                 path = reserve()
-                task = pool.submit(_compute, tasks[following], settings_json, str(path))
-                queue.append((path, task))
+                helper = pool.submit(_compute, tasks[following], settings_json, str(path))
+                queue.append(_Task(path, helper=helper))
                 following += 1
                 sent += 1
-            head = queue[0] if queue else None
-            if head is None:
-                waiting = True
-            elif len(head) == 2:
-                waiting = not head[1].done()
-            else:
-                waiting = head[3] is not None and not head[3].done()
+            waiting = not queue or not queue[0].ready()
             room = len(queue) < helpers * TASKS_AHEAD + OWN_AHEAD
             if waiting and room and following < len(tasks):
                 queue.append(own(tasks[following]))
                 following += 1
                 continue
-            assert head is not None
-            queue.popleft()
-            if len(head) == 2:
-                yield head[0], head[1].result(), None  # the frames are in the file only
-            else:
-                yield _saved(head)
+            yield queue.popleft().outcome()
     finally:
         # Not waiting: helpers still starting up (a short run) exit on their own. Frames of
         # tasks never adopted have no batch JSON: the next writer removes them.
