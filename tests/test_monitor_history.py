@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -205,3 +206,38 @@ def test_kill_9_loses_no_committed_row(tmp_path):
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+def test_history_and_watch_tables_show_a_decision_alike():
+    """`asd history` and `asd watch` colour "normal" and "anomaly" the same way."""
+    from rich.console import Console
+
+    from asdcli.cli.render import history_table, watch_table
+    from asdcli.monitor.history import Entry
+    from asdcli.monitor.service import ScoreResult
+    from asdcli.monitor.watch import Handled
+
+    def styled(table) -> list[tuple[str, str]]:
+        """(escape code, word) of each decision shown, top to bottom."""
+        console = Console(record=True, width=200, color_system="truecolor", force_terminal=True)
+        console.print(table)
+        return re.findall(r"\x1b\[([0-9;]*)m(normal|anomaly)", console.export_text(styles=True))
+
+    common = dict(machine="fan", section="00", score=0.5, threshold=0.4, run="r", detector="knn")
+    entries = [Entry(time=0.0, source="cli", file=f"{d}.wav", decision=d, **common) for d in (0, 1)]
+    results = [
+        Handled(
+            Path(f"{d}.wav"),
+            ScoreResult(
+                file=f"{d}.wav",
+                decision=d,
+                latency_ms=1.0,
+                duration=1.0,
+                sample_rate=16000,
+                **common,
+            ),
+        )
+        for d in (0, 1)
+    ]
+    history, watch = styled(history_table(entries, "h.db")), styled(watch_table(results, "w"))
+    assert history == watch == [("32", "normal"), ("1;31", "anomaly")]  # green, bold red

@@ -326,6 +326,11 @@ def print_evaluation(result: EvalResult, out: Console) -> None:
 TRIALS_SHOWN = 5
 
 
+def decision_text(decision: int) -> str:
+    """A clip's decision as every table shows it."""
+    return "[red bold]anomaly[/]" if decision else "[green]normal[/]"
+
+
 def watch_table(rows: list[Handled], title: str) -> Table:
     """The latest handled files of `asd watch`, newest last."""
     table = Table(title=title)
@@ -343,9 +348,10 @@ def watch_table(rows: list[Handled], title: str) -> Table:
         if r is None:
             table.add_row(str(h.path.name), "", "", "", "", f"[yellow]skipped:[/] {h.error}")
             continue
-        decision = "[red bold]anomaly[/]" if r.decision else "[green]normal[/]"
         threshold = f"{r.threshold:.4g}" if r.threshold is not None else "n/a"
-        table.add_row(r.file, r.machine, r.section, f"{r.score:.4g}", threshold, decision)
+        table.add_row(
+            r.file, r.machine, r.section, f"{r.score:.4g}", threshold, decision_text(r.decision)
+        )
     return table
 
 
@@ -373,7 +379,7 @@ def history_table(entries: list[HistoryEntry], db: Path | str) -> Table:
             e.section,
             f"{e.score:.4g}",
             f"{e.threshold:.4g}" if e.threshold is not None else "n/a",
-            "[red bold]anomaly[/]" if e.decision else "normal",
+            decision_text(e.decision),
             e.run,
         )
     return table
