@@ -214,7 +214,7 @@ def test_history_and_watch_tables_show_a_decision_alike():
 
     from asdcli.cli.render import history_table, watch_table
     from asdcli.monitor.history import Entry
-    from asdcli.monitor.service import ScoreResult
+    from asdcli.monitor.service import ScoredClip
     from asdcli.monitor.watch import Handled
 
     def styled(table) -> list[tuple[str, str]]:
@@ -228,7 +228,7 @@ def test_history_and_watch_tables_show_a_decision_alike():
     results = [
         Handled(
             Path(f"{d}.wav"),
-            ScoreResult(
+            ScoredClip(
                 file=f"{d}.wav",
                 decision=d,
                 latency_ms=1.0,

@@ -3,7 +3,7 @@ recordings) and `asd history`, over one loaded run and one history database.
 
 | module | what lives there |
 |---|---|
-| ``service.py`` | a run loaded once; one WAV (path, bytes or samples) -> a :class:`ScoreResult` |
+| ``service.py`` | a run loaded once; one WAV (path, bytes or samples) -> a :class:`ScoredClip` |
 | ``history.py`` | the SQLite history (``monitor.db``): the only module that knows its schema |
 | ``api.py`` | the FastAPI app: routers, auth, request/response models, the stream |
 | ``server.py`` | the bind policy and running the app with uvicorn |

@@ -50,7 +50,7 @@ from asdcli.monitor.service import (
     ClipTooLong,
     EmptyClip,
     NotAudio,
-    ScoreResult,
+    ScoredClip,
     ScoringService,
     UnknownMachine,
     UnreadableClip,
@@ -206,7 +206,7 @@ class AppState:
     def token(self) -> str | None:
         return self.settings.token.get_secret_value() if self.settings.token else None
 
-    def record(self, result: ScoreResult, source: str) -> None:
+    def record(self, result: ScoredClip, source: str) -> None:
         """Count and append one result to the history (in a worker thread: it blocks)."""
         self.metrics.scored(
             result.detector, result.machine, result.decision, result.latency_ms / 1000.0
@@ -215,7 +215,7 @@ class AppState:
 
     def score_upload(
         self, data: bytes, file: str | None, machine: str | None, section: str | None
-    ) -> ScoreResult:
+    ) -> ScoredClip:
         try:
             result = self.service.score_bytes(data, file=file, machine=machine, section=section)
         except ClipRejected as exc:
@@ -230,7 +230,7 @@ class AppState:
         return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
 
 
-def _response(r: ScoreResult) -> ScoreResponse:
+def _response(r: ScoredClip) -> ScoreResponse:
     fields = asdict(r)
     fields.pop("sample_rate")
     return ScoreResponse(**fields)

@@ -85,7 +85,7 @@ class BadSection(ClipRejected):
 
 
 @dataclass(frozen=True)
-class ScoreResult:
+class ScoredClip:
     """One scored clip. ``decision`` is 1 (anomalous) when ``score > threshold``;
     ``threshold`` is ``None`` for a run without one (then ``decision`` is 0). ``warning``
     says what was done to the clip to score it (resampling), if anything."""
@@ -222,7 +222,7 @@ class ScoringService:
         file: str | None = None,
         machine: str | None = None,
         section: str | None = None,
-    ) -> ScoreResult:
+    ) -> ScoredClip:
         """Score the WAV file at ``path``; ``file`` is the name reported and parsed for machine
         and section (default: ``path`` itself, folders included).
 
@@ -253,7 +253,7 @@ class ScoringService:
         file: str | None = None,
         machine: str | None = None,
         section: str | None = None,
-    ) -> ScoreResult:
+    ) -> ScoredClip:
         """Score a WAV file given as its bytes (an upload); see :meth:`score_path`."""
         name = file or "upload.wav"
         if not data:
@@ -269,7 +269,7 @@ class ScoringService:
         file: str,
         machine: str,
         section: str | None = None,
-    ) -> ScoreResult:
+    ) -> ScoredClip:
         """Score decoded mono samples ``(time,)`` float32 at ``rate`` Hz (a stream window),
         resampled to the run's rate as a file at that rate would be.
 
@@ -330,12 +330,12 @@ class ScoringService:
 
     def _score(
         self, samples: np.ndarray, info: ClipInfo, t0: float, orig_rate: int, warning: str | None
-    ) -> ScoreResult:
+    ) -> ScoredClip:
         feats = logmel(samples[None], self.features)[0]  # (n_mels, frames), as featurize
         score = float(self.models[info.machine].score([feats], [info])[0])
         threshold = self.thresholds.get(info.machine)
         decision = int(threshold is not None and score > threshold)
-        return ScoreResult(
+        return ScoredClip(
             file=info.name,
             machine=info.machine,
             # asd score files clips without a section under 00; so does the history.

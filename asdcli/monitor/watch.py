@@ -23,7 +23,7 @@ from pathlib import Path
 
 from asdcli.errors import DataError
 from asdcli.monitor.history import History, WatchedFile
-from asdcli.monitor.service import ClipRejected, ScoreResult, ScoringService
+from asdcli.monitor.service import ClipRejected, ScoredClip, ScoringService
 from asdcli.monitor.settings import WatchSettings
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Handled:
     """What happened to one file: its ``result``, or the ``error`` that kept it from one."""
 
     path: Path
-    result: ScoreResult | None = None
+    result: ScoredClip | None = None
     error: str | None = None
 
 
@@ -134,7 +134,7 @@ class FolderWatcher:
         """Score ``path`` and commit its result and ledger row together."""
         seen = self.pending.pop(path)
         rel = path.relative_to(self.root)
-        result: ScoreResult | None = None
+        result: ScoredClip | None = None
         error: str | None = None
         try:
             result = self.service.score_path(path, file=str(rel), machine=self.machine)
