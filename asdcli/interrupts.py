@@ -55,14 +55,19 @@ def keep_ctrl_c() -> None:
         return
 
     def hook(unraisable: Any) -> None:
-        try:
-            if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            try:
                 previous(unraisable)
                 return
-            _lost.set()
-            threading.Thread(target=_redeliver, name="asd-ctrl-c", daemon=True).start()
-        except KeyboardInterrupt:  # the redelivered signal, handled in here: once more
-            _lost.set()
+            except KeyboardInterrupt:
+                pass  # a Ctrl-C handled in there is as lost: redeliver it
+        while True:
+            try:
+                _lost.set()
+                threading.Thread(target=_redeliver, name="asd-ctrl-c", daemon=True).start()
+                return
+            except KeyboardInterrupt:  # the redelivered one (or a new one), handled in here
+                continue
 
     hook._asd_keeps_ctrl_c = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook

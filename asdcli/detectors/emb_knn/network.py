@@ -91,9 +91,8 @@ class EmbeddingNet(nn.Module):
     of ``channels`` (the second ReLU runs after the pool: the same outputs and gradients, since
     a max commutes with a ReLU, on a quarter of the values); then a pooling over time only
     (frequency position is kept: it is what tells machines apart), a linear layer to the
-    embedding and a BatchNorm. ``pooling``
-    ``"mean_max"`` concatenates the mean and the max over time (the max keeps short events
-    that the mean dilutes).
+    embedding and a BatchNorm. ``pooling`` ``"mean_max"`` concatenates the mean and the max
+    over time (the max keeps short events that the mean dilutes).
     """
 
     def __init__(self, n_mels: int, channels: list[int], embedding: int, pooling: str = "mean"):
