@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +29,10 @@ from asdcli.features import logmel, min_samples, n_frames
 from asdcli.interrupts import ctrl_c_held
 from asdcli.naming import SPLITS, ClipInfo, name_split, parse_path
 from asdcli.settings import FeatureSettings
-from asdcli.store import ClipRecord, StoreWriter, save_frames
+from asdcli.store import ClipRecord, StoreWriter, StreamedFrames, load_frames, save_frames
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -279,19 +282,24 @@ def _compute(files: Sequence[str], settings_json: str, frames_path: str) -> list
 
     Writing the frames here, not returning them, keeps 160 KB per 10-s clip out of the pipe
     between processes and spreads the store's writing over every worker (measured: returning
-    them cost this process more in unpickling than reading the file back).
+    them cost this process more in unpickling than reading the file back). They are written
+    while the next clips are computed (:class:`~asdcli.store.StreamedFrames`): written after
+    them, the wait for the disk idled a helper for a tenth of its time.
     """
-    results, frames = _compute_frames(files, settings_json)
-    if frames is not None:
-        save_frames(Path(frames_path), frames)
+    fs = FeatureSettings.model_validate_json(settings_json)
+    with StreamedFrames(Path(frames_path), fs.n_mels) as out:
+        results, _ = _compute_frames(files, settings_json, out.append)
     return results
 
 
 def _compute_frames(
-    files: Sequence[str], settings_json: str
+    files: Sequence[str],
+    settings_json: str,
+    add_block: Callable[[np.ndarray], None] | None = None,
 ) -> tuple[list[Result], np.ndarray | None]:
     """:func:`_compute` without the saving: the results, and the frames (None: no readable
-    file)."""
+    file, or ``add_block`` was given: it was called with each clip's ``(frames, n_mels)``
+    instead, in order)."""
     fs = FeatureSettings.model_validate_json(settings_json)
     out: list[Result] = []
     blocks: list[np.ndarray] = []  # (frames, n_mels) views, in file order
@@ -299,7 +307,11 @@ def _compute_frames(
 
     def run_batch() -> None:
         feats = logmel(batch[0][None] if len(batch) == 1 else np.stack(batch), fs)
-        blocks.extend(x.T for x in feats)
+        if add_block is None:
+            blocks.extend(x.T for x in feats)
+        else:
+            for x in feats:
+                add_block(x.T)
         batch.clear()
 
     for f in files:
@@ -348,25 +360,45 @@ def _ready() -> None:
 @dataclass
 class _Task:
     """A task handed out, and where its outcome comes from: a helper (``helper``, its results;
-    the helper wrote the frames file) or this process (``results``, ``frames``, and ``saving``:
-    the journal thread's write of the frames file, None when there is nothing to write)."""
+    the helper wrote the frames file, which ``reading`` reads back ahead) or this process
+    (``results``, ``frames``, and ``saving``: the journal thread's write of the frames file;
+    None when there is nothing to write)."""
 
     path: Path  # its frames file
     helper: Future[list[Result]] | None = None
     results: list[Result] = field(default_factory=list)
     frames: np.ndarray | None = None
     saving: Future[None] | None = None
+    reading: Future[tuple[np.ndarray, np.ndarray]] | None = None  # (frames, their buffer)
+    buffer: np.ndarray | None = None  # where ``frames`` were read into, once outcome is taken
 
     def ready(self) -> bool:
         """Whether :meth:`outcome` would return without waiting."""
-        pending = self.helper if self.helper is not None else self.saving
-        return pending is None or pending.done()
+        if self.helper is not None:
+            return self.helper.done() and (self.reading is None or self.reading.done())
+        return self.saving is None or self.saving.done()
+
+    def read_ahead(self, reader: ThreadPoolExecutor, buffers: list[np.ndarray]) -> None:
+        """Once a helper has written the frames file, read it back in ``reader``'s thread (the
+        read waits for the disk: direct I/O) into one of ``buffers`` (or a new one)."""
+        if self.reading is not None or self.helper is None or not self.helper.done():
+            return
+        if self.helper.exception() is not None:
+            return  # raised by outcome
+        if all(isinstance(n, str) for _, _, n in self.helper.result()):
+            return  # no readable clip: no frames file
+        self.reading = reader.submit(load_frames, self.path, buffers.pop() if buffers else None)
 
     def outcome(self) -> tuple[Path, list[Result], np.ndarray | None]:
-        """``(frames file, results, frames if computed here)`` once the frames are in the file
-        (a helper's error, or a failed write such as a full disk, raises here)."""
+        """``(frames file, results, frames)`` once the frames are in the file (frames None:
+        no readable clip, or a helper's not read back); a helper's error, or a failed write
+        such as a full disk, raises here."""
         if self.helper is not None:
-            return self.path, self.helper.result(), None
+            results = self.helper.result()
+            if self.reading is None:
+                return self.path, results, None
+            frames, self.buffer = self.reading.result()
+            return self.path, results, frames
         if self.saving is not None:
             self.saving.result()
         return self.path, self.results, self.frames
@@ -375,7 +407,7 @@ class _Task:
 def _results(
     tasks: list[list[str]], settings_json: str, workers: int, reserve: Callable[[], Path]
 ) -> Generator[tuple[Path, list[Result], np.ndarray | None], None, None]:
-    """Every task's ``(frames file, results, frames if computed here)``, in task order, computed
+    """Every task's ``(frames file, results, frames or None)``, in task order, computed
     by ``workers`` processes: this one and ``workers - 1`` helpers; ``reserve()`` names each
     task's frames file when the task is handed out. A task comes once its frames are in the file.
 
@@ -383,7 +415,8 @@ def _results(
     direct I/O the write waits for the disk, see :func:`asdcli.store.save_frames`). Tasks are
     handed out in order, at most ``TASKS_AHEAD`` per helper. Whenever the oldest task is not
     ready yet (also while the helpers are still starting), this process computes the next task
-    itself instead of waiting: it is never idle, and a helper's start-up costs nothing.
+    itself instead of waiting: it is never idle, and a helper's start-up costs nothing. A
+    helper's frames file is read back by a thread as soon as the helper is done with it.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -420,13 +453,15 @@ def _with_helpers(
     own: Callable[[list[str]], _Task],
 ) -> Generator[tuple[Path, list[Result], np.ndarray | None], None, None]:
     """:func:`_results` of ``tasks`` with ``workers - 1`` helper processes."""
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
     from multiprocessing import get_context
 
     helpers = min(workers, len(tasks) + 1) - 1  # no helper without a task to take
     # forkserver: helpers must not inherit this process's store lock or h5py state.
     ctx = get_context("forkserver")
     pool = ProcessPoolExecutor(helpers, mp_context=ctx, initializer=_init_worker)
+    reader = ThreadPoolExecutor(1, thread_name_prefix="asd-reader")
+    buffers: list[np.ndarray] = []  # page-aligned, for the read-back; reused task after task
     try:
         starting = [pool.submit(_ready) for _ in range(helpers)]
         queue: deque[_Task] = deque()  # in task order, by a helper or computed here
@@ -436,21 +471,32 @@ def _with_helpers(
                 for f in starting:
                     f.result()  # a helper that failed to start raises here
                 starting = []
-            sent = sum(t.helper is not None for t in queue)
+            # In flight, not merely in the queue: a helper's finished tasks that wait behind this
+            # process's own would otherwise leave it without work.
+            sent = sum(t.helper is not None and not t.helper.done() for t in queue)
             while not starting and following < len(tasks) and sent < helpers * TASKS_AHEAD:
                 path = reserve()
                 helper = pool.submit(_compute, tasks[following], settings_json, str(path))
                 queue.append(_Task(path, helper=helper))
                 following += 1
                 sent += 1
+            for t in queue:
+                t.read_ahead(reader, buffers)
             waiting = not queue or not queue[0].ready()
             room = len(queue) < helpers * TASKS_AHEAD + OWN_AHEAD
             if waiting and room and following < len(tasks):
                 queue.append(own(tasks[following]))
                 following += 1
                 continue
-            yield queue.popleft().outcome()
+            task = queue.popleft()
+            if task.helper is not None:  # the tail: wait for it, then read its frames
+                task.helper.exception()  # waits (an error is raised by outcome)
+                task.read_ahead(reader, buffers)
+            yield task.outcome()
+            if task.buffer is not None:  # its frames are in the store now
+                buffers.append(task.buffer)
     finally:
+        reader.shutdown(wait=True, cancel_futures=True)
         # Not waiting: helpers still starting up (a short run) exit on their own. Frames of
         # tasks never adopted have no batch JSON: the next writer removes them.
         pool.shutdown(wait=False, cancel_futures=True)

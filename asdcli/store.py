@@ -44,6 +44,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -526,6 +527,129 @@ def save_frames(path: Path, frames: np.ndarray) -> None:
     with open(path, "wb") as fh:
         fh.write(header)
         fh.write(frames.data)
+
+
+# A streamed frames file is written in pieces of at least this many bytes (a few clips).
+STREAM_BYTES = 2**20
+_stream_writes: ThreadPoolExecutor | None = None  # this process's thread for streamed writes
+
+
+class StreamedFrames:
+    """A journal batch's frames file (the format of :func:`save_frames`) written while its
+    frames are still being computed: the whole blocks appended so far go to the disk in a
+    thread, so that the disk's wait (direct I/O) overlaps the computing instead of following
+    it. A helper process, which has no other thread to write in, uses this; use as a context
+    manager: on a clean exit the file is complete, on an error it is removed.
+
+    No file is made when nothing is appended (a task without a readable clip).
+    """
+
+    def __init__(self, path: Path, n_mels: int):
+        self.path = path
+        self.n_mels = n_mels
+        self._buf = _aligned(FRAMES_HEADER + STREAM_BYTES)
+        self._filled = 0  # bytes of frames appended
+        self._sent = FRAMES_HEADER  # bytes of the file handed to the writing thread
+        self._fd: int | None = None  # with direct I/O; None: written normally at the end
+        self._opened = False
+        self._pending: Future[bool] | None = None
+
+    def __enter__(self) -> StreamedFrames:
+        return self
+
+    def append(self, block: np.ndarray) -> None:
+        """Add ``block``, float32 ``(frames, n_mels)`` in any memory order."""
+        if block.ndim != 2 or block.shape[1] != self.n_mels:
+            raise ValueError(f"expected (frames, {self.n_mels}) frames, got {block.shape}")
+        if not self._opened:
+            self._opened = True
+            self._fd = _open_direct(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        start = FRAMES_HEADER + self._filled
+        end = start + block.size * 4
+        if end > self._buf.nbytes:
+            self._wait()  # the thread may be reading the old buffer
+            grown = _aligned(max(end, 2 * self._buf.nbytes))
+            grown[:start] = self._buf[:start]
+            self._buf = grown
+        self._buf[start:end].view(np.float32).reshape(block.shape)[...] = block
+        self._filled += block.size * 4
+        whole = end // FRAMES_HEADER * FRAMES_HEADER
+        idle = self._pending is None or self._pending.done()
+        if self._fd is not None and idle and whole - self._sent >= STREAM_BYTES:
+            self._wait()
+            if self._fd is not None:  # still direct
+                piece = self._buf[self._sent : whole]
+                self._pending = _writer().submit(_write_all, self._fd, piece, self._sent)
+                self._sent = whole
+
+    def _wait(self) -> None:
+        """Wait for the write in flight; one the file system refused as misaligned turns
+        direct I/O off (every byte is still in the buffer: it is written normally at the end)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            if not pending.result():
+                self._close()
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            self._wait()
+            if exc is None and self._opened:
+                self._finish()
+        except BaseException:
+            self._discard()
+            if exc is None:
+                raise
+            return  # the caller's error is the one to report
+        if exc is not None:
+            self._discard()
+
+    def _discard(self) -> None:
+        """A partial file holds disk space and is of no use: removed."""
+        self._close()
+        if self._opened:
+            self.path.unlink(missing_ok=True)
+
+    def _finish(self) -> None:
+        """The header (now that the shape is known) and what is left."""
+        shape = (self._filled // (4 * self.n_mels), self.n_mels)
+        size = FRAMES_HEADER + self._filled
+        self._buf[:FRAMES_HEADER] = np.frombuffer(_frames_header(shape), dtype=np.uint8)
+        if self._fd is not None:
+            try:
+                tail = self._buf[self._sent : _whole_blocks(size)]
+                if _write_all(self._fd, tail, self._sent) and _write_all(
+                    self._fd, self._buf[:FRAMES_HEADER], 0
+                ):
+                    os.ftruncate(self._fd, size)  # the padding of the last block goes
+                    return
+            finally:
+                self._close()
+        # No direct I/O here, or the file system wants another alignment: written normally.
+        with open(self.path, "wb") as fh:
+            fh.write(self._buf[:size].data)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _write_all(fd: int, data: np.ndarray, offset: int) -> bool:
+    """Write ``data`` at ``offset`` with direct I/O; False where the file system refuses it as
+    misaligned (EINVAL: the caller writes normally instead)."""
+    try:
+        return os.pwrite(fd, data.data, offset) == data.nbytes
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # e.g. ENOSPC: the caller's to handle
+            raise
+        return False
+
+
+def _writer() -> ThreadPoolExecutor:
+    global _stream_writes
+    if _stream_writes is None:
+        _stream_writes = ThreadPoolExecutor(1, thread_name_prefix="asd-frames")
+    return _stream_writes
 
 
 def load_frames(path: Path, buffer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -203,3 +205,43 @@ def test_a_full_disk_while_the_journal_thread_writes_frames_is_the_store_full_er
     with pytest.raises(StoreFull, match="is full: the store is intact"):
         featurize([data], FS, path)
     assert contents(path).keys() == before.keys()
+
+
+def test_a_full_disk_with_helpers_writing_frames_is_the_store_full_error(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Helpers write their frames themselves (in a thread, while they compute): their ENOSPC
+    must reach the user as StoreFull too, with the store as it was; a re-run finishes."""
+    path = tmp_path / "f.h5"
+    featurize([data / "fan"], FS, path)
+    before = contents(path)
+    real_reserve = store_module.StoreWriter.reserve_batch
+
+    helpers_got: list[Path] = []
+
+    def onto_a_full_disk(self: store_module.StoreWriter) -> Path:
+        frames = real_reserve(self)
+        if sys._getframe(1).f_code.co_name == "_with_helpers":  # a helper's task, not ours
+            frames.symlink_to("/dev/full")
+            helpers_got.append(frames)
+        return frames
+
+    real_compute = featurize_module._compute_frames
+
+    def slow_compute(*args: object, **kwargs: object) -> object:  # here: helpers get tasks
+        time.sleep(0.2)
+        return real_compute(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(featurize_module, "TASK_FILES", 1)
+    monkeypatch.setattr(featurize_module, "_compute_frames", slow_compute)
+    monkeypatch.setattr(store_module.StoreWriter, "reserve_batch", onto_a_full_disk)
+    with pytest.raises(StoreFull, match="is full"):
+        featurize([data], FS, path, workers=2)
+    assert helpers_got  # only helpers' writes failed: the error came from one
+    monkeypatch.undo()
+    after = contents(path)
+    assert set(after) >= set(before)
+    for p, x in before.items():
+        np.testing.assert_array_equal(after[p], x)
+    again = featurize([data], FS, path, workers=2)  # space freed: the rest is done
+    assert again.new + again.cached == 20 and not list(tmp_path.glob("f.h5.journal/*"))

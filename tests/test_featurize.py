@@ -134,6 +134,50 @@ def test_journal_frames_are_written_by_a_thread_and_complete_before_a_batch_is_a
         np.testing.assert_array_equal(x, b[path][1])
 
 
+def test_a_helpers_frames_are_read_back_by_a_thread_before_they_are_adopted(tmp_path, monkeypatch):
+    """While this process computes, a helper's finished frames file is read back by the
+    reader thread: the store gets exactly the frames the helper wrote."""
+    import threading
+
+    import asdcli.store as store_module
+
+    data = make_dataset(tmp_path / "d", machines=("fan",), n_train=12, n_test=4)
+    monkeypatch.setattr(featurize_module, "TASK_FILES", 1)  # 16 tasks
+    real_compute, real_load = featurize_module._compute_frames, featurize_module.load_frames
+    real_adopt = store_module.StoreWriter.adopt_batch
+
+    def slow_compute(*args, **kwargs):  # this process only: the helper finishes tasks first
+        time.sleep(0.1)
+        return real_compute(*args, **kwargs)
+
+    readers, handed = [], []
+
+    def load(path, buffer=None):
+        readers.append(threading.current_thread().name)
+        return real_load(path, buffer)
+
+    def adopt(self, frames_path, records, frames=None):
+        if frames is not None:
+            np.testing.assert_array_equal(np.load(frames_path), frames)
+            handed.append(frames_path)
+        real_adopt(self, frames_path, records, frames)
+
+    monkeypatch.setattr(featurize_module, "_compute_frames", slow_compute)
+    monkeypatch.setattr(featurize_module, "load_frames", load)
+    monkeypatch.setattr(store_module.StoreWriter, "adopt_batch", adopt)
+    store = tmp_path / "f.h5"
+    assert featurize([data], FS, store, workers=2).new == 16
+    assert readers and all(name.startswith("asd-reader") for name in readers)
+    assert len(handed) == 16 and len(readers) <= 16  # each read back at most once
+    monkeypatch.setattr(featurize_module, "_compute_frames", real_compute)
+    reference = tmp_path / "ref.h5"
+    featurize([data], FS, reference)
+    a, b = stored(store), stored(reference)
+    assert list(a) == list(b)
+    for path, (_, x) in a.items():
+        np.testing.assert_array_equal(x, b[path][1])
+
+
 def test_a_task_batches_equal_length_clips_and_keeps_the_order(tmp_path):
     d = tmp_path / "d" / "fan" / "train"
     files = []

@@ -351,6 +351,115 @@ def test_journal_frames_use_direct_io_where_the_file_system_has_it(tmp_path):
     assert store_module._open_direct(tmp_path, os.O_RDONLY) is None  # not a regular file
 
 
+def _blocks(n_mels: int = 40) -> list[np.ndarray]:
+    """Clips of uneven lengths, some as transposed (Fortran-ordered) views as featurize has
+    them: their sizes are not whole blocks, so pieces end mid-clip."""
+    rng = np.random.default_rng(1)
+    out = []
+    for i, n in enumerate([7, 313, 1, 50, 313, 2]):
+        x = rng.standard_normal((n_mels, n)).astype(np.float32)
+        out.append(x.T if i % 2 else x.T.copy())
+    return out
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_streamed_frames_are_the_same_file_as_frames_saved_at_once(tmp_path, monkeypatch, direct):
+    import os
+    import threading
+
+    if not direct:
+        monkeypatch.setattr(store_module, "_open_direct", lambda path, flags: None)
+    monkeypatch.setattr(store_module, "STREAM_BYTES", 8192)  # several pieces per file
+    real_write, pieces = store_module._write_all, []
+
+    def recorded(fd, data, offset):
+        pieces.append((offset, data.nbytes, threading.current_thread().name))
+        return real_write(fd, data, offset)
+
+    monkeypatch.setattr(store_module, "_write_all", recorded)
+    blocks = _blocks()
+    with store_module.StreamedFrames(tmp_path / "s.npy", 40) as out:
+        for b in blocks:
+            out.append(b)
+    store_module.save_frames(tmp_path / "ref.npy", np.concatenate(blocks))
+    assert (tmp_path / "s.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.concatenate(blocks))
+    probe = store_module._open_direct(tmp_path / "probe", os.O_WRONLY | os.O_CREAT)
+    if not direct or probe is None:
+        assert pieces == []  # written normally, at the end
+        return
+    os.close(probe)
+    early = [p for p in pieces if p[2].startswith("asd-frames")]
+    assert len(early) >= 2  # while appending, in the writing thread
+    assert all(off % store_module.FRAMES_HEADER == 0 and n % 4096 == 0 for off, n, _ in pieces)
+    written = sorted((off, n) for off, n, _ in pieces)
+    assert written[0] == (0, store_module.FRAMES_HEADER)  # the header, last of all
+    assert pieces[-1][0] == 0
+    for (a, n), (b, _) in zip(written, written[1:], strict=False):
+        assert a + n == b  # every byte once, no gap
+
+
+def test_a_streamed_write_refused_as_misaligned_is_done_normally(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    fd = store_module._open_direct(tmp_path / "probe", os.O_WRONLY | os.O_CREAT)
+    if fd is None:
+        pytest.skip(f"{tmp_path} does not take O_DIRECT")
+    os.close(fd)
+    monkeypatch.setattr(store_module, "STREAM_BYTES", 8192)
+    calls = []
+
+    def einval(fd, data, offset):
+        calls.append(offset)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(store_module.os, "pwrite", einval)
+    blocks = _blocks()
+    with store_module.StreamedFrames(tmp_path / "s.npy", 40) as out:
+        for b in blocks:
+            out.append(b)
+    assert len(calls) == 1  # the first piece is refused: direct I/O is off for the rest
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.concatenate(blocks))
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_streamed_frames_file_is_removed_when_the_disk_is_full_or_the_caller_fails(
+    tmp_path, monkeypatch, direct
+):
+    import errno
+
+    if not direct:
+        monkeypatch.setattr(store_module, "_open_direct", lambda path, flags: None)
+    monkeypatch.setattr(store_module, "STREAM_BYTES", 8192)
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    def no_room(*args):
+        raise full
+
+    monkeypatch.setattr(store_module.os, "pwrite", no_room)
+    monkeypatch.setattr(store_module, "open", no_room, raising=False)  # the normal write
+    path = tmp_path / "s.npy"
+    with pytest.raises(OSError, match="No space"), store_module.StreamedFrames(path, 40) as out:
+        for b in _blocks():
+            out.append(b)
+    assert not path.exists()
+    # The caller's error is not hidden by the write's.
+    with (
+        pytest.raises(KeyError, match="the caller's"),
+        store_module.StreamedFrames(path, 40) as out,
+    ):
+        for b in _blocks()[:2]:  # the second starts a write, whose error is not seen yet
+            out.append(b)
+        raise KeyError("the caller's")
+    assert not path.exists()
+    with store_module.StreamedFrames(path, 40):
+        pass  # nothing appended (no readable clip): no file
+    assert not path.exists()
+    with pytest.raises(ValueError, match="expected"):
+        store_module.StreamedFrames(path, 40).append(np.zeros((3, 41), dtype=np.float32))
+
+
 def test_a_write_the_file_system_refuses_as_misaligned_is_done_normally(tmp_path, monkeypatch):
     import errno
     import os
