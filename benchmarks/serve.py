@@ -261,9 +261,12 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    from benchmarks.__main__ import cpu_model
+
     cores = os.cpu_count()
+    # The processor by name, as the other benchmarks say it: latencies differ between them.
     title = (
-        f"asd serve on {platform.machine()}, {cores} CPU core(s), 10-s clips, "
+        f"asd serve on {cpu_model() or platform.machine()}, {cores} CPU core(s), 10-s clips, "
         f"raw WAV bodies, client on the same machine"
     )
     console.print(_table(rows, title))
