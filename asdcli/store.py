@@ -1166,6 +1166,11 @@ class _Staging:
         self.group.attrs["settings"] = settings_json
         self.group.attrs["n_mels"] = n_mels
         self.frames = _new_frames(self.group, n_mels)
+        # The frames after the last whole chunk, held until a chunk is full: whole chunks are
+        # written as they are (H5Dwrite_chunk), without HDF5's chunk cache and selection code
+        # (measured, 6 interleaved runs of 60 batches: 1.7-2.5 ms per 5 MB, against 2.3-3.8).
+        self._tail = np.empty((CHUNK_FRAMES, n_mels), dtype=np.float32)
+        self._tailed = 0
         self.rows: list[dict[str, Any]] = []
         self.batches: list[Path] = []
         # The commit's fsync, started early: the disk writes what is staged while featurize
@@ -1175,7 +1180,8 @@ class _Staging:
         self._unsynced = 0
 
     def add(self, batch: Path, rows: list[dict[str, Any]], frames: np.ndarray) -> None:
-        base = _append(self.frames, frames)
+        # Whole chunks are the stored bytes only without compression.
+        base = self._append_chunks(frames) if COMPRESSION is None else _append(self.frames, frames)
         offset = base
         for r in rows:
             self.rows.append(dict(r, offset=offset))
@@ -1186,6 +1192,38 @@ class _Staging:
             self._unsynced = 0
             self._sync = threading.Thread(target=os.fsync, args=(self._fd,), daemon=True)
             self._sync.start()
+
+    def _append_chunks(self, block: np.ndarray) -> int:
+        """Append ``block`` (frames, n_mels) in whole chunks, the rest held; its offset."""
+        base = int(self.frames.shape[0])
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        self.frames.resize(base + len(block), axis=0)
+        start = base - self._tailed  # of the chunk being filled
+        used = 0
+        if self._tailed:
+            used = min(CHUNK_FRAMES - self._tailed, len(block))
+            self._tail[self._tailed : self._tailed + used] = block[:used]
+            self._tailed += used
+            if self._tailed < CHUNK_FRAMES:
+                return base
+            self.frames.id.write_direct_chunk((start, 0), self._tail)
+            start += CHUNK_FRAMES
+            self._tailed = 0
+        while len(block) - used >= CHUNK_FRAMES:
+            self.frames.id.write_direct_chunk((start, 0), block[used : used + CHUNK_FRAMES])
+            start += CHUNK_FRAMES
+            used += CHUNK_FRAMES
+        self._tailed = len(block) - used
+        self._tail[: self._tailed] = block[used:]
+        return base
+
+    def _flush_tail(self) -> None:
+        """The last, partial chunk (its rows past the data are outside the dataset's shape)."""
+        if self._tailed:
+            self._tail[self._tailed :] = 0
+            start = int(self.frames.shape[0]) - self._tailed
+            self.frames.id.write_direct_chunk((start, 0), self._tail)
+            self._tailed = 0
 
     def _stop_sync(self) -> None:
         if self._sync is not None:
@@ -1198,6 +1236,7 @@ class _Staging:
     def finish(self) -> None:
         """Old clips not superseded, other feature sets, the table, written and synced; the
         writer then renames the file over the store."""
+        self._flush_tail()  # before the old clips are appended after it
         old = _open(self.path) if self.path.exists() else None
         try:
             rows = []

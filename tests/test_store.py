@@ -485,3 +485,38 @@ def test_a_write_the_file_system_refuses_as_misaligned_is_done_normally(tmp_path
     monkeypatch.setattr(store_module.os, "write", lambda fd, data: (_ for _ in ()).throw(disk_full))
     with pytest.raises(OSError, match="No space"):
         store_module.save_frames(tmp_path / "c.npy", frames)  # a full disk is not retried
+
+
+@pytest.mark.parametrize(
+    "sizes", [[3, 5], [1024], [1000, 30, 2100, 1024, 7], [4096, 1], [1023, 1, 1025]]
+)
+def test_frames_staged_in_whole_chunks_are_the_frames_a_merge_writes(tmp_path, sizes):
+    """Staging writes whole HDF5 chunks itself and holds the rest until a chunk is full; the
+    store must hold exactly what folding the journal into a new file gives, old clips after."""
+
+    def block(i, n):
+        return (np.arange(4 * n, dtype=np.float32).reshape(4, n) * 0.5 + i).astype(np.float32)
+
+    contents = []
+    for staged in (True, False):
+        path = tmp_path / f"{staged}.h5"
+        with StoreWriter(path, "k", SETTINGS) as w:
+            w.add(rec(100, 9), block(100, 9))  # an old clip, kept by the next commit
+        with StoreWriter(path, "k", SETTINGS, batch_clips=1) as w:
+            if not staged:
+                w._staging = False  # as after a staging error: the commit merges the journal
+            for i, n in enumerate(sizes):
+                w.add(rec(i, n), block(i, n))
+            assert isinstance(w._staging, store_module._Staging) == staged
+        store = FeatureStore(path)
+        clips = store.clips("k")
+        contents.append(([c.path for c in clips], store.load("k", clips)))
+        with h5py.File(path) as f:
+            assert f["features/k/frames"].shape == (9 + sum(sizes), 4)
+    (paths, staged_x), (merged_paths, merged_x) = contents
+    assert paths == merged_paths and len(paths) == len(sizes) + 1
+    for x, y in zip(staged_x, merged_x, strict=True):
+        np.testing.assert_array_equal(x, y)
+    for p, x in zip(paths, staged_x, strict=True):
+        i = 100 if p.endswith("c100.wav") else int(p.rsplit("c", 1)[1].split(".")[0])
+        np.testing.assert_array_equal(x, block(i, x.shape[1]))
