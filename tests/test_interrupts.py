@@ -91,3 +91,39 @@ def test_every_command_installs_the_hook():
         assert getattr(sys.unraisablehook, "_asd_keeps_ctrl_c", False)
     finally:
         sys.unraisablehook = before
+
+
+def test_a_ctrl_c_that_lands_inside_the_hook_is_redelivered_too(monkeypatch):
+    """The hook runs Python code, so a Ctrl-C can land in it (a new one, or the redelivered
+    one): it must still end with a redelivery started, never a swallowed interrupt. Also a
+    Ctrl-C inside the previous hook, while it reports another ignored error."""
+    from types import SimpleNamespace
+
+    import asdcli.interrupts as interrupts
+
+    started = []
+
+    class Thread:  # the first start is interrupted, as if the signal landed right there
+        def __init__(self, target, name, daemon):
+            self.name = name
+
+        def start(self):
+            if not started:
+                started.append("interrupted")
+                raise KeyboardInterrupt
+            started.append(self.name)
+
+    def previous(unraisable):  # reporting the other error is interrupted by a Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "unraisablehook", previous)
+    monkeypatch.setattr(interrupts.threading, "Thread", Thread)
+    interrupts.keep_ctrl_c()
+    try:
+        sys.unraisablehook(SimpleNamespace(exc_value=KeyboardInterrupt()))
+        assert started == ["interrupted", "asd-ctrl-c"] and interrupts._lost.is_set()
+        started[:] = ["interrupted"]  # from now on every start goes through
+        sys.unraisablehook(SimpleNamespace(exc_value=ValueError("other")))
+        assert started == ["interrupted", "asd-ctrl-c"]
+    finally:
+        interrupts._lost.clear()  # no real redelivery was started: nothing to redeliver
