@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -275,6 +276,12 @@ def layout_warnings(
 Result = tuple[str, dict[str, Any] | None, int | str]  # (path, audio facts, frames or error)
 
 
+@lru_cache(maxsize=4)
+def _settings(settings_json: str) -> FeatureSettings:
+    """The feature settings a task names, validated once per process, not once per task."""
+    return FeatureSettings.model_validate_json(settings_json)
+
+
 def _compute(files: Sequence[str], settings_json: str, frames_path: str) -> list[Result]:
     """Worker task: read and featurize ``files``, save the frames of those that could be read
     one after another to ``frames_path`` (a journal batch's ``.npy``, in the store's
@@ -286,8 +293,7 @@ def _compute(files: Sequence[str], settings_json: str, frames_path: str) -> list
     while the next clips are computed (:class:`~asdcli.store.StreamedFrames`): written after
     them, the wait for the disk idled a helper for a tenth of its time.
     """
-    fs = FeatureSettings.model_validate_json(settings_json)
-    with StreamedFrames(Path(frames_path), fs.n_mels) as out:
+    with StreamedFrames(Path(frames_path), _settings(settings_json).n_mels) as out:
         results, _ = _compute_frames(files, settings_json, out.append)
     return results
 
@@ -300,7 +306,7 @@ def _compute_frames(
     """:func:`_compute` without the saving: the results, and the frames (None: no readable
     file, or ``add_block`` was given: it was called with each clip's ``(frames, n_mels)``
     instead, in order)."""
-    fs = FeatureSettings.model_validate_json(settings_json)
+    fs = _settings(settings_json)
     out: list[Result] = []
     blocks: list[np.ndarray] = []  # (frames, n_mels) views, in file order
     batch: list[np.ndarray] = []  # samples of equal-length clips, computed in one call

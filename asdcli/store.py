@@ -44,10 +44,9 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import h5py
 import numpy as np
@@ -57,6 +56,9 @@ from asdcli.files import DiskFullError, is_disk_full
 from asdcli.interrupts import ctrl_c_held
 from asdcli.naming import ClipInfo
 from asdcli.settings import FeatureSettings
+
+if TYPE_CHECKING:  # a thread pool only where frames are streamed (featurize's helpers)
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 FORMAT = "asdcli-features"
 LAYOUT_VERSION = 1
@@ -490,6 +492,17 @@ def _read_into(fd: int, buf: np.ndarray, size: int) -> int:
     return got
 
 
+def _write_all(fd: int, data: np.ndarray, offset: int) -> bool:
+    """Write ``data`` at ``offset`` with direct I/O; False where the file system refuses it as
+    misaligned (EINVAL: the caller writes normally instead)."""
+    try:
+        return os.pwrite(fd, data.data, offset) == data.nbytes
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # e.g. ENOSPC: the caller's to handle
+            raise
+        return False
+
+
 def save_frames(path: Path, frames: np.ndarray) -> None:
     """A journal batch's frames, float32 ``(frames, n_mels)``, as a ``.npy`` file whose header
     is padded to :data:`FRAMES_HEADER` bytes; memory-mapped back when merged.
@@ -513,13 +526,7 @@ def save_frames(path: Path, frames: np.ndarray) -> None:
         buf[:FRAMES_HEADER] = np.frombuffer(header, dtype=np.uint8)
         buf[FRAMES_HEADER:size] = frames.reshape(-1).view(np.uint8)
         try:
-            try:
-                written = os.write(fd, buf.data)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:  # e.g. ENOSPC: the caller's to handle
-                    raise
-                written = -1  # the file system wants another alignment: written normally
-            if written == buf.nbytes:
+            if _write_all(fd, buf, 0):
                 os.ftruncate(fd, size)  # the padding of the last block goes
                 return
         finally:
@@ -634,20 +641,11 @@ class StreamedFrames:
             self._fd = None
 
 
-def _write_all(fd: int, data: np.ndarray, offset: int) -> bool:
-    """Write ``data`` at ``offset`` with direct I/O; False where the file system refuses it as
-    misaligned (EINVAL: the caller writes normally instead)."""
-    try:
-        return os.pwrite(fd, data.data, offset) == data.nbytes
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:  # e.g. ENOSPC: the caller's to handle
-            raise
-        return False
-
-
 def _writer() -> ThreadPoolExecutor:
     global _stream_writes
     if _stream_writes is None:
+        from concurrent.futures import ThreadPoolExecutor
+
         _stream_writes = ThreadPoolExecutor(1, thread_name_prefix="asd-frames")
     return _stream_writes
 

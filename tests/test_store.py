@@ -370,6 +370,8 @@ def test_streamed_frames_are_the_same_file_as_frames_saved_at_once(tmp_path, mon
     if not direct:
         monkeypatch.setattr(store_module, "_open_direct", lambda path, flags: None)
     monkeypatch.setattr(store_module, "STREAM_BYTES", 8192)  # several pieces per file
+    blocks = _blocks()
+    store_module.save_frames(tmp_path / "ref.npy", np.concatenate(blocks))  # at once
     real_write, pieces = store_module._write_all, []
 
     def recorded(fd, data, offset):
@@ -377,11 +379,9 @@ def test_streamed_frames_are_the_same_file_as_frames_saved_at_once(tmp_path, mon
         return real_write(fd, data, offset)
 
     monkeypatch.setattr(store_module, "_write_all", recorded)
-    blocks = _blocks()
     with store_module.StreamedFrames(tmp_path / "s.npy", 40) as out:
         for b in blocks:
             out.append(b)
-    store_module.save_frames(tmp_path / "ref.npy", np.concatenate(blocks))
     assert (tmp_path / "s.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), np.concatenate(blocks))
     probe = store_module._open_direct(tmp_path / "probe", os.O_WRONLY | os.O_CREAT)
@@ -468,21 +468,23 @@ def test_a_write_the_file_system_refuses_as_misaligned_is_done_normally(tmp_path
     if fd is None:
         pytest.skip(f"{tmp_path} does not take O_DIRECT")
     os.close(fd)
-    real_write = os.write
+    real_write = os.pwrite
 
-    def einval(fd, data):
+    def einval(fd, data, offset):
         import fcntl
 
         if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
             raise OSError(errno.EINVAL, "Invalid argument")
-        return real_write(fd, data)
+        return real_write(fd, data, offset)
 
-    monkeypatch.setattr(store_module.os, "write", einval)
+    monkeypatch.setattr(store_module.os, "pwrite", einval)
     frames = np.arange(12, dtype=np.float32).reshape(3, 4)
     store_module.save_frames(tmp_path / "b.npy", frames)
     np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), frames)
     disk_full = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(store_module.os, "write", lambda fd, data: (_ for _ in ()).throw(disk_full))
+    monkeypatch.setattr(
+        store_module.os, "pwrite", lambda fd, data, offset: (_ for _ in ()).throw(disk_full)
+    )
     with pytest.raises(OSError, match="No space"):
         store_module.save_frames(tmp_path / "c.npy", frames)  # a full disk is not retried
 
