@@ -468,3 +468,53 @@ def test_network_pools_before_its_second_relu_with_the_same_outputs_and_gradient
     assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
     for a, b in zip(net.state_dict().values(), reference.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # running statistics too
+
+
+@pytest.mark.parametrize(("channels", "width"), [(8, 64), (4, 10), (3, 2)])
+def test_first_conv_over_frame_pairs_is_the_convolution(monkeypatch, channels: int, width: int):
+    """FirstConv computes its 1-channel 3x3 convolution as a 2-channel one over pairs of
+    frames: the same outputs and weight gradient as nn.Conv2d with its state_dict (edges
+    included), and the paired convolution is what runs."""
+    from torch import nn
+
+    from asdcli.detectors.emb_knn.network import FirstConv
+
+    torch.manual_seed(channels)
+    plain = nn.Conv2d(1, channels, 3, padding=1, bias=False)
+    paired = FirstConv(channels)
+    paired.load_state_dict(plain.state_dict())  # strictly: the same keys and shapes
+    seen: list[tuple[int, ...]] = []
+    conv2d = F.conv2d
+    monkeypatch.setattr(
+        F, "conv2d", lambda x, *a, **k: seen.append(tuple(x.shape)) or conv2d(x, *a, **k)
+    )
+    x = torch.randn(3, 1, 7, width).contiguous(memory_format=torch.channels_last)
+    out = paired(x)
+    assert seen == [(3, 2, 7, width // 2)]
+    expected = conv2d(x, plain.weight, padding=1)
+    assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(expected)
+    out.backward(g)
+    expected.backward(g)
+    torch.testing.assert_close(paired.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_first_conv_falls_back_on_odd_widths_and_strided_inputs(monkeypatch):
+    from torch import nn
+
+    from asdcli.detectors.emb_knn.network import FirstConv
+
+    paired = FirstConv(4)
+    plain = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    plain.load_state_dict(paired.state_dict())
+    seen: list[int] = []
+    conv2d = F.conv2d
+    monkeypatch.setattr(
+        F, "conv2d", lambda x, *a, **k: seen.append(x.shape[1]) or conv2d(x, *a, **k)
+    )
+    odd = torch.randn(2, 1, 5, 9)
+    strided = torch.randn(2, 1, 5, 16)[:, :, :, ::2]  # even width, not channels-last dense
+    for x in (odd, strided):
+        torch.testing.assert_close(paired(x), conv2d(x, plain.weight, padding=1))
+    assert seen == [1, 1]

@@ -84,6 +84,63 @@ class SmallBatchNorm2d(nn.BatchNorm2d):
         return out
 
 
+def _paired_weight_index(out_channels: int) -> torch.Tensor:
+    """Where each value of :class:`FirstConv`'s paired weight ``(2 * C, 2, 3, 3)`` comes from in
+    the flattened ``(C, 1, 3, 3)`` weight followed by one zero (index ``9 * C``).
+
+    Pixel pairs: output pair ``j`` holds pixels ``2j`` (parity ``p = 0``) and ``2j + 1``
+    (``p = 1``); tap ``kw`` of pixel ``2j + p`` reads pixel ``2j + p + kw - 1``, which is pair
+    ``j + dj`` at parity ``q`` with ``2 * dj + q = p + kw - 1``.
+    """
+    index = torch.full((2, out_channels, 2, 3, 3), 9 * out_channels, dtype=torch.long)
+    taps = torch.arange(9 * out_channels).view(out_channels, 3, 3)  # (c, kh, kw)
+    for p in range(2):
+        for kw in range(3):
+            dj, q = divmod(p + kw - 1, 2)
+            index[p, :, q, :, dj + 1] = taps[:, :, kw]
+    return index.view(2 * out_channels, 2, 3, 3)
+
+
+class FirstConv(nn.Conv2d):
+    """The network's first layer, a 3x3 convolution from one channel (no bias, padding 1):
+    :class:`torch.nn.Conv2d`'s parameters and state, computed on CPU over pairs of neighbouring
+    time frames.
+
+    oneDNN ran this layer (1 -> 8 channels at full resolution) at a fraction of the others'
+    speed. Read as pairs of frames, the same memory is a 2-channel input at half the width,
+    and the layer a 3x3 convolution from 2 to ``2 * C`` channels whose weight holds each tap
+    at the place its pair and parity give (zeros elsewhere, :func:`_paired_weight_index`);
+    its output is the layer's, channels-last, as it lies in memory. The same sums in another
+    order: outputs agree to float32 rounding (tested).
+    """
+
+    _pairs: torch.Tensor
+
+    def __init__(self, out_channels: int):
+        super().__init__(1, out_channels, 3, padding=1, bias=False)
+        self.register_buffer("_pairs", _paired_weight_index(out_channels), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if (
+            x.device.type != "cpu"
+            or c != 1
+            or w % 2
+            or not x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            return super().forward(x)
+        flat = torch.cat([self.weight.reshape(-1), self.weight.new_zeros(1)])
+        paired = flat[self._pairs].contiguous(memory_format=torch.channels_last)
+        # (N, 1, H, W) -> (N, 2, H, W/2): frame pairs as channels, the same memory.
+        pairs = x.permute(0, 2, 3, 1).reshape(n, h, w // 2, 2).permute(0, 3, 1, 2)
+        out = torch.nn.functional.conv2d(pairs, paired, padding=1)
+        out = out.contiguous(memory_format=torch.channels_last)
+        # (N, 2C, H, W/2) -> (N, C, H, W): back to frames, still the same memory.
+        k = self.out_channels
+        frames = out.permute(0, 2, 3, 1).reshape(n, h, w, k).permute(0, 3, 1, 2)
+        return frames
+
+
 class EmbeddingNet(nn.Module):
     """``(B, 1, n_mels, frames) -> (B, embedding)`` (not normalised).
 
@@ -101,8 +158,11 @@ class EmbeddingNet(nn.Module):
         blocks: list[nn.Module] = []
         size = n_mels
         for c_in, c_out in pairwise([1, *channels]):
+            conv: nn.Module = (
+                FirstConv(c_out) if c_in == 1 else nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+            )
             blocks += [
-                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                conv,
                 SmallBatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
